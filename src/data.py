@@ -1,0 +1,118 @@
+"""MNIST on disk: IDX parsing, content digests and the npz splits the stages hand each other."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import files
+from errors import PipelineError
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+# The IDX magic number: two zero bytes, a type code (0x08 = unsigned byte), the rank.
+_UBYTE = 0x08
+
+
+class DataError(PipelineError):
+    """A data file is missing or malformed; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """uint8 images (N, 28, 28, 1) and labels (N,): lossless, and 4x smaller than float32."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def gunzip(blob: bytes, name: str) -> bytes:
+    """Decompress, turning gzip's several failure types into one DataError naming the file."""
+    try:
+        return gzip.decompress(blob)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(
+            f"{name}: not a complete gzip file ({err}); delete it and fetch again"
+        ) from err
+
+
+def parse_idx(raw: bytes, name: str, rank: int) -> np.ndarray:
+    """Parse an uncompressed IDX file of unsigned bytes, checking magic, rank and length."""
+    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] != _UBYTE or raw[3] != rank:
+        raise DataError(
+            f"{name}: wrong IDX magic {raw[:4].hex() or '(empty)'}, expected 000008{rank:02x}"
+        )
+    header = 4 + 4 * rank
+    dims = (
+        np.frombuffer(raw, dtype=">u4", count=rank, offset=4).astype(int)
+        if len(raw) >= header
+        else []
+    )
+    expected = header + int(np.prod(dims)) if len(dims) == rank else -1
+    if len(raw) != expected:
+        raise DataError(f"{name}: {len(raw)} bytes, but its IDX header promises {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(tuple(dims))
+
+
+def read_images(path: Path) -> np.ndarray:
+    images = parse_idx(gunzip(path.read_bytes(), path.name), path.name, rank=3)
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{path.name}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
+    return images[..., np.newaxis]
+
+
+def read_labels(path: Path) -> np.ndarray:
+    labels = parse_idx(gunzip(path.read_bytes(), path.name), path.name, rank=1)
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{path.name}: label {labels.max()} is not a digit")
+    return labels
+
+
+def read_pair(raw_dir: Path, prefix: str) -> Split:
+    """Read `{prefix}-images-idx3-ubyte.gz` and its labels, checking that their counts agree."""
+    x = read_images(raw_dir / f"{prefix}-images-idx3-ubyte.gz")
+    y = read_labels(raw_dir / f"{prefix}-labels-idx1-ubyte.gz")
+    if len(x) != len(y):
+        raise DataError(f"{prefix}: {len(x)} images but {len(y)} labels")
+    return Split(x, y)
+
+
+def save_split(path: Path, split: Split) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=split.x, y=split.y)
+    files.write_bytes(path, buffer.getvalue())
+
+
+def load_split(path: Path) -> Split:
+    if not path.exists():
+        raise DataError(f"{path} is missing: run `dvc repro` (or python src/preprocess.py) first")
+    with np.load(path) as npz:
+        return Split(npz["x"], npz["y"])
+
+
+def digest_dir(directory: Path) -> str:
+    """One SHA-256 over every file's name and bytes: the dataset identity recorded with each run."""
+    h = hashlib.sha256()
+    for path in sorted(
+        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
+    ):
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()

@@ -1,0 +1,126 @@
+"""Stage evaluate: models/model.keras + data/processed/test.npz -> reports/eval/.
+
+The only stage that reads the test split: metrics.json, per-digit report, the confusion matrix
+(CSV for DVC's confusion template, and PNG), a gallery of mistakes and a grid of predictions.
+"""
+
+from __future__ import annotations
+
+import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
+
+# isort: split
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+
+import config
+import data
+import files
+import plots
+from errors import exit_on_error
+from train import MODEL_FILE
+
+REPORT_DIR = config.REPORTS_DIR / "eval"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    labels: np.ndarray  # true digit per test image
+    probs: np.ndarray  # (N, 10) predicted probabilities
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(axis=1)
+
+    def metrics(self) -> dict[str, float]:
+        """Headline metrics plus per-digit precision/recall/F1, flat for DVC and MLflow."""
+        flat = {
+            "accuracy": skm.accuracy_score(self.labels, self.predicted),
+            "loss": skm.log_loss(self.labels, self.probs, labels=range(10)),
+            "macro_f1": skm.f1_score(self.labels, self.predicted, average="macro"),
+        }
+        for row in self.per_digit().itertuples():
+            flat |= {
+                f"precision_{row.digit}": row.precision,
+                f"recall_{row.digit}": row.recall,
+                f"f1_{row.digit}": row.f1,
+            }
+        return {key: round(float(value), 6) for key, value in flat.items()}
+
+    def per_digit(self) -> pd.DataFrame:
+        precision, recall, f1, support = skm.precision_recall_fscore_support(
+            self.labels, self.predicted, labels=range(10), zero_division=0
+        )
+        return pd.DataFrame(
+            {
+                "digit": range(10),
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "support": support,
+            }
+        )
+
+    def confusion(self) -> np.ndarray:
+        return skm.confusion_matrix(self.labels, self.predicted, labels=range(10))
+
+
+def evaluate(cnn: keras.Model, test: data.Split) -> Evaluation:
+    return Evaluation(test.y, cnn.predict(test.x, batch_size=1024, verbose=0))
+
+
+def mistakes_figure(test: data.Split, ev: Evaluation, count: int) -> Figure:
+    """The misclassified digits the model was most sure about: the most instructive errors."""
+    wrong = np.flatnonzero(ev.predicted != ev.labels)
+    worst = wrong[np.argsort(-ev.confidence[wrong])][:count]
+    titles = [f"{ev.labels[i]}→{ev.predicted[i]} {ev.confidence[i]:.0%}" for i in worst]
+    return plots.digit_grid(test.x[worst], titles, colors=["red"] * len(worst))
+
+
+def predictions_figure(test: data.Split, ev: Evaluation, count: int) -> Figure:
+    """The first test digits with the model's guess: a quick sanity look at typical inputs."""
+    titles = [f"{ev.predicted[i]} {ev.confidence[i]:.0%}" for i in range(count)]
+    colors = ["black" if ev.predicted[i] == ev.labels[i] else "red" for i in range(count)]
+    return plots.digit_grid(test.x[:count], titles, colors=colors)
+
+
+def write_reports(test: data.Split, ev: Evaluation, gallery_size: int, out: Path) -> None:
+    files.write_json(out / "metrics.json", ev.metrics())
+    with files.atomic_path(out / "per_digit.csv") as tmp:
+        ev.per_digit().to_csv(tmp, index=False, float_format="%.6f")
+    with files.atomic_path(out / "confusion.csv") as tmp:  # one row per image: DVC's template
+        pd.DataFrame({"actual": ev.labels, "predicted": ev.predicted}).to_csv(tmp, index=False)
+    files.save_figure(plots.confusion_matrix(ev.confusion()), out / "confusion.png")
+    files.save_figure(mistakes_figure(test, ev, gallery_size), out / "misclassified.png")
+    files.save_figure(predictions_figure(test, ev, gallery_size), out / "predictions.png")
+
+
+@exit_on_error
+def main() -> None:
+    params = config.load()
+    runtime.configure(params.seed)
+    if not MODEL_FILE.exists():
+        raise data.DataError(f"{MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)")
+    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    ev = evaluate(keras.saving.load_model(MODEL_FILE), test)
+    write_reports(test, ev, params.evaluate.gallery_size, REPORT_DIR)
+    scores = ev.metrics()
+    print(
+        f"test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f}, "
+        f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
+        f"-> {REPORT_DIR.relative_to(config.ROOT)}/"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The CNN: `build_cnn(spec)` turns a ModelSpec from params.yaml into a Keras model.
+
+The model takes raw uint8-range pixels; its first layer applies the preprocess stage's scaling,
+so every caller (evaluation, prediction, serving) feeds the same thing and cannot forget it.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from config import ConvBlock, ModelSpec
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+# The architectures of the seed documents, selectable with `train.preset`.
+PRESETS: dict[str, ModelSpec] = {
+    # (a) CSDN posts: Conv32-MaxPool-Conv64-MaxPool-Flatten-Dense64-Dense10; 121,930 params.
+    "seed_a": ModelSpec(blocks=[ConvBlock(filters=32), ConvBlock(filters=64)], dense=[64]),
+    # (b) PyTorch post: Conv32 5x5 pad 2 + BatchNorm + ReLU, MaxPool, Dense70-Dense30 tanh.
+    "seed_b": ModelSpec(
+        blocks=[ConvBlock(filters=32, kernel_size=5, padding="same", batch_norm=True)],
+        dense=[70, 30],
+        dense_activation="tanh",
+    ),
+    # (c) Chollet, Deep Learning with Python ch. 8: three 3x3 convs, no dense hidden layer.
+    "seed_c": ModelSpec(
+        blocks=[ConvBlock(filters=32), ConvBlock(filters=64), ConvBlock(filters=128, pool=False)],
+    ),
+    # (d) TF textbook chapter: two 'same' convs, Dense128.
+    "seed_d": ModelSpec(
+        blocks=[ConvBlock(filters=16, padding="same"), ConvBlock(filters=32, padding="same")],
+        dense=[128],
+    ),
+}
+
+
+def resolve(preset: str | None, spec: ModelSpec) -> tuple[str, ModelSpec]:
+    """The architecture to build and its name: a named preset, or the spec from params.yaml."""
+    if preset is None:
+        return "custom", spec
+    return preset, PRESETS[preset]
+
+
+def conv_block(block: ConvBlock, activation: str) -> list[layers.Layer]:
+    stack: list[layers.Layer] = []
+    for _ in range(block.convs):
+        # With batch norm the conv bias is redundant: BN's own shift replaces it.
+        stack.append(
+            layers.Conv2D(
+                block.filters,
+                block.kernel_size,
+                padding=block.padding,
+                use_bias=not block.batch_norm,
+                activation=None if block.batch_norm else activation,
+            )
+        )
+        if block.batch_norm:
+            stack += [layers.BatchNormalization(), layers.Activation(activation)]
+    if block.pool:
+        stack.append(layers.MaxPooling2D())
+    if block.dropout:
+        stack.append(layers.Dropout(block.dropout))
+    return stack
+
+
+def dense_head(spec: ModelSpec) -> list[layers.Layer]:
+    stack: list[layers.Layer] = [layers.Flatten()]
+    for width in spec.dense:
+        if spec.dense_dropout:
+            stack.append(layers.Dropout(spec.dense_dropout))
+        stack.append(layers.Dense(width, activation=spec.dense_activation))
+    if spec.dense_dropout:
+        stack.append(layers.Dropout(spec.dense_dropout))
+    # float32 output even under mixed precision: softmax in float16 loses small probabilities.
+    stack.append(layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"))
+    return stack
+
+
+def build_cnn(
+    spec: ModelSpec, scale: float = 1 / 255, offset: float = 0.0, name: str = "cnn"
+) -> keras.Model:
+    """A Sequential CNN that maps (N, 28, 28, 1) pixels in 0..255 to 10 class probabilities."""
+    stack = [keras.Input(INPUT_SHAPE, dtype="uint8"), layers.Rescaling(scale, offset)]
+    for block in spec.blocks:
+        stack += conv_block(block, spec.conv_activation)
+    return keras.Sequential(stack + dense_head(spec), name=name)
