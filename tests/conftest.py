@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny synthetic MNIST, a local HTTP mirror, and a scratch copy of the project."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_fakes import write_raw
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MNIST = REPO.parent / "shared" / "mnist"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["DVC_NO_ANALYTICS"] = "1"
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A directory holding the four synthetic .gz files, and their decompressed digests."""
+    directory = tmp_path / "mirror"
+    return directory, write_raw(directory)
+
+
+@pytest.fixture
+def http_mirror(mirror: tuple[Path, dict[str, str]]) -> Iterator[str]:
+    """Serve the synthetic mirror over HTTP on 127.0.0.1; yield its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(mirror[0]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens: connections are refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A scratch copy of the project (code, params, pipeline) shrunk to tiny-data settings."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, root / name)
+    update_params(
+        root,
+        {
+            "preprocess": {"val_size": 50},
+            "train": {"epochs": 1, "batch_size": 32},
+            "evaluate": {"gallery_size": 5},
+        },
+    )
+    return root
+
+
+def update_params(root: Path, changes: dict) -> None:
+    """Merge `changes` (nested dicts) into root/params.yaml."""
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict):
+                merge(into.setdefault(key, {}), value)
+            else:
+                into[key] = value
+
+    merge(params, changes)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(
+    root: Path, stage: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python src/<stage>.py` in `root` as a user would; capture its output."""
+    return subprocess.run(
+        [sys.executable, f"src/{stage}.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )

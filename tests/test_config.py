@@ -1,0 +1,53 @@
+"""params.yaml is validated at load: bad keys, types and ranges are named before work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+import config
+from conftest import REPO, run_stage, update_params
+
+
+def test_the_repository_params_yaml_is_valid():
+    params = config.load(REPO / "params.yaml")
+    assert params.train.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"train": {"epoch": 3}}, "train.epoch: unknown key (check its spelling)"),
+        ({"train": {"epochs": "three"}}, "train.epochs: Input should be a valid integer"),
+        ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
+        ({"train": {"optimizer": "adamax"}}, "train.optimizer: Input should be 'adam', 'adamw'"),
+        ({"train": {"preset": "seed_z"}}, "train.preset: Input should be 'seed_a'"),
+        ({"preprocess": {"val_size": 1}}, "preprocess.val_size: Input should be greater than or"),
+    ],
+)
+def test_invalid_params_are_named_with_what_is_allowed(project, change, expected):
+    update_params(project, change)
+    with pytest.raises(config.ParamsError) as err:
+        config.load(project / "params.yaml")
+    assert expected in str(err.value)
+
+
+def test_a_bad_block_inside_the_model_spec_is_named_by_its_index(project):
+    params = (project / "params.yaml").read_text().replace("kernel_size: 5", "kernel_size: 50", 1)
+    (project / "params.yaml").write_text(params)
+    with pytest.raises(config.ParamsError, match=r"train\.model\.blocks\.0\.kernel_size"):
+        config.load(project / "params.yaml")
+
+
+def test_unparsable_yaml_is_reported_as_such(project):
+    (project / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(config.ParamsError, match="is not valid YAML"):
+        config.load(project / "params.yaml")
+
+
+def test_a_stage_refuses_bad_params_before_doing_any_work(project, mirror):
+    update_params(project, {"preprocess": {"scale": "minmax"}})
+    result = run_stage(project, "preprocess")
+    assert result.returncode == 1
+    assert "preprocess.scale: Input should be 'unit' or 'standardize'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "data").exists()
