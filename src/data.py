@@ -72,15 +72,21 @@ def parse_idx(raw: bytes, name: str, rank: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(tuple(dims))
 
 
+def read_idx_gz(path: Path, rank: int) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `dvc repro` (or python src/fetch.py) first")
+    return parse_idx(gunzip(path.read_bytes(), path.name), path.name, rank)
+
+
 def read_images(path: Path) -> np.ndarray:
-    images = parse_idx(gunzip(path.read_bytes(), path.name), path.name, rank=3)
+    images = read_idx_gz(path, rank=3)
     if images.shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{path.name}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
     return images[..., np.newaxis]
 
 
 def read_labels(path: Path) -> np.ndarray:
-    labels = parse_idx(gunzip(path.read_bytes(), path.name), path.name, rank=1)
+    labels = read_idx_gz(path, rank=1)
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DataError(f"{path.name}: label {labels.max()} is not a digit")
     return labels

@@ -108,7 +108,7 @@ def write_reports(test: data.Split, ev: Evaluation, gallery_size: int, out: Path
 @exit_on_error
 def main() -> None:
     params = config.load()
-    runtime.configure(params.seed)
+    runtime.configure()
     if not MODEL_FILE.exists():
         raise data.DataError(f"{MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)")
     test = data.load_split(config.PROCESSED_DIR / "test.npz")

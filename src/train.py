@@ -118,6 +118,7 @@ def fit(
     verbose: int | str = "auto",
 ) -> Fitted:
     """Build a fresh CNN and fit it on the training split, validating on the validation split."""
+    keras.utils.set_random_seed(seed)  # same seed -> same weights and batches, whatever ran before
     arch, spec = model.resolve(params.preset, params.model)
     steps = -(-len(splits.train) // params.batch_size)
     with device.strategy.scope():
@@ -126,6 +127,7 @@ def fit(
             optimizer=optimizer(params, steps),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
+            jit_compile=device.jit_compile,
         )
     log = EpochLog()
     cnn.fit(
@@ -159,7 +161,7 @@ def save_outputs(fitted: Fitted, model_file: Path, report_dir: Path) -> None:
 def main() -> None:
     params = config.load()
     splits, scaling = load_inputs(config.PROCESSED_DIR)
-    device = runtime.configure(params.seed)
+    device = runtime.configure()
     print(
         f"training on {device.describe()}: {len(splits.train)} images, "
         f"validating on {len(splits.val)}"

@@ -1,0 +1,165 @@
+"""Benchmark: our default CNN vs the seed scripts' recipes, on this machine, in one run.
+
+    uv run python bench/bench_train.py            # everything (about 15 min on 2 cores)
+    uv run python bench/bench_train.py --part speed --part seeds
+
+Needs the preprocess stage's output (run `dvc repro preprocess` first). Reports, as JSON in
+bench/results/train.json and as a table on stdout:
+  speed  time to >=99.0% test accuracy: preset seed_a trained exactly as the seed scripts do
+         (plain model.fit on float arrays, batch 32, Adam 1e-3, 10 epochs) vs our default params;
+  seeds  each seed preset trained with its published recipe, next to its published accuracy;
+  ours   our default params over 3 seeds: test accuracy mean and std;
+  repro  wall time of the whole `dvc repro` from an empty data/ (local mirror) in a fresh copy.
+Test accuracy is read after each epoch for the time-to-target only; training time excludes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import runtime  # quiets TensorFlow before it loads
+
+# isort: split
+
+import keras
+
+import config
+import data
+import model
+import train
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
+TARGET = 0.99
+
+# The seed documents' recipes: (optimizer, learning rate, batch size, epochs, published accuracy).
+SEED_RECIPES = {
+    "seed_a": ("adam", 1e-3, 32, 10, None),  # CSDN posts: no test accuracy published
+    "seed_b": ("adam", 1e-3, 64, 10, 0.9869),  # PyTorch post
+    "seed_c": ("rmsprop", 1e-3, 64, 5, 0.991),  # Chollet, DLwP ch. 8
+    "seed_d": ("adam", 1e-3, 64, 5, 0.9886),  # TF textbook chapter
+}
+
+
+class TestClock(keras.callbacks.Callback):
+    """Training seconds (test evaluation excluded) and test accuracy at the end of each epoch."""
+
+    def __init__(self, test: data.Split) -> None:
+        super().__init__()
+        self.x, self.y = test.x, test.y
+        self.points: list[tuple[float, float]] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.elapsed, self._start = 0.0, time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.elapsed += time.perf_counter() - self._start
+        probs = self.model.predict(self.x, batch_size=1024, verbose=0)
+        self.points.append((round(self.elapsed, 2), float((probs.argmax(1) == self.y).mean())))
+        self._start = time.perf_counter()
+
+    def time_to(self, target: float) -> float | None:
+        return next((t for t, acc in self.points if acc >= target), None)
+
+
+def seed_script_a(splits: data.Splits, test: data.Split) -> TestClock:
+    """Preset seed_a as the seed scripts train it: numpy arrays, batch 32, Adam, 10 epochs."""
+    print("training seed_a as the seed scripts do ...", flush=True)
+    keras.utils.set_random_seed(0)
+    cnn = model.build_cnn(model.PRESETS["seed_a"])  # its Rescaling(1/255) is the seeds' x / 255
+    cnn.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = TestClock(test)
+    cnn.fit(splits.train.x, splits.train.y, batch_size=32, epochs=10, callbacks=[clock], verbose=0)
+    return clock
+
+
+def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device) -> TestClock:
+    print(f"training {params.preset or 'our default'} (seed {seed}) ...", flush=True)
+    keras.backend.clear_session()
+    clock = TestClock(test)
+    train.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
+    return clock
+
+
+def recipe(preset: str, base: config.TrainParams) -> config.TrainParams:
+    opt, lr, batch, epochs, _ = SEED_RECIPES[preset]
+    return base.model_copy(
+        update={
+            "preset": preset,
+            "optimizer": opt,
+            "learning_rate": lr,
+            "lr_schedule": "constant",
+            "warmup_epochs": 0,
+            "batch_size": batch,
+            "epochs": epochs,
+        }
+    )
+
+
+def repro_seconds() -> float:
+    """Time `dvc repro` in a fresh clone of HEAD: empty data/, local mirror, as a new user."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["git", "clone", "-q", str(config.ROOT), tmp], check=True)
+        env = {**os.environ, "MNIST_MIRROR": str(config.ROOT.parent / "shared" / "mnist")}
+        start = time.perf_counter()
+        subprocess.run(["dvc", "repro"], cwd=tmp, env=env, check=True, capture_output=True)
+        return round(time.perf_counter() - start, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", action="append", choices=["speed", "seeds", "ours", "repro"])
+    parts = set(parser.parse_args().part or ["speed", "seeds", "ours", "repro"])
+    params = config.load()
+    splits, scaling = train.load_inputs(config.PROCESSED_DIR)
+    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    device = runtime.configure()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if "speed" in parts or "ours" in parts:
+        ours = [our_run(splits, test, scaling, params.train, seed, device) for seed in (0, 1, 2)]
+        accs = [clock.points[-1][1] for clock in ours]
+        results["ours"] = {
+            "test_accuracy": accs,
+            "mean": statistics.mean(accs),
+            "std": statistics.stdev(accs),
+            "train_seconds": ours[0].points[-1][0],
+        }
+    if "speed" in parts:
+        baseline = seed_script_a(splits, test)
+        t_base, t_ours = baseline.time_to(TARGET), ours[0].time_to(TARGET)
+        results["speed"] = {
+            "seed_a_curve": baseline.points,
+            "ours_curve": ours[0].points,
+            "seed_a_seconds_to_99": t_base,
+            "ours_seconds_to_99": t_ours,
+            "speedup": round(t_base / t_ours, 2) if t_base and t_ours else None,
+        }
+    if "seeds" in parts:
+        results["seeds"] = {}
+        for preset, (*_, published) in SEED_RECIPES.items():
+            clock = our_run(splits, test, scaling, recipe(preset, params.train), 0, device)
+            results["seeds"][preset] = {
+                "test_accuracy": clock.points[-1][1],
+                "published": published,
+                "seconds": clock.points[-1][0],
+            }
+    if "repro" in parts:
+        results["repro_seconds"] = repro_seconds()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""model: the seed presets have their published sizes; any spec maps pixels to probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import config
+import model
+
+# Counted by hand from each seed document's layer list (see model.PRESETS).
+EXPECTED_PARAMS = {
+    "seed_a": 121_930,  # as published
+    "seed_b": 442_478,  # conv 800 (no bias under BN) + BN 128 + 439,110 + 2,130 + 310
+    "seed_c": 104_202,  # as in Deep Learning with Python's model summary
+    "seed_d": 206_922,  # 160 + 4,640 + 200,832 + 1,290
+}
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED_PARAMS))
+def test_each_seed_preset_has_its_expected_parameter_count(preset):
+    assert model.build_cnn(model.PRESETS[preset]).count_params() == EXPECTED_PARAMS[preset]
+
+
+def test_the_default_spec_maps_uint8_pixels_to_class_probabilities():
+    spec = config.load().train.model
+    cnn = model.build_cnn(spec)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    probs = cnn.predict(pixels, verbose=0)
+    assert probs.shape == (4, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_batch_norm_blocks_drop_the_redundant_conv_bias():
+    block = config.ConvBlock(filters=8, convs=2, batch_norm=True, dropout=0.1)
+    layers = model.conv_block(block, "relu")
+    names = [type(layer).__name__ for layer in layers]
+    assert names == ["Conv2D", "BatchNormalization", "Activation"] * 2 + ["MaxPooling2D", "Dropout"]
+    assert not layers[0].use_bias
+
+
+def test_resolve_prefers_the_preset_over_the_spec():
+    spec = config.load().train.model
+    assert model.resolve(None, spec) == ("custom", spec)
+    assert model.resolve("seed_c", spec) == ("seed_c", model.PRESETS["seed_c"])

@@ -1,0 +1,90 @@
+"""train: the one training loop, on tiny synthetic data through the real code path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import config
+import data
+import runtime
+import train
+from conftest import run_stage
+from mnist_fakes import synthetic_digits
+
+UNIT = {"scale": 1 / 255, "offset": 0.0}
+
+
+@pytest.fixture(scope="module")
+def splits() -> data.Splits:
+    images, labels = synthetic_digits(300, seed=5)
+    x = images[..., np.newaxis]
+    return data.Splits(
+        train=data.Split(x[:250], labels[:250]), val=data.Split(x[250:], labels[250:])
+    )
+
+
+@pytest.fixture(scope="module")
+def device() -> runtime.Device:
+    return runtime.configure()
+
+
+def tiny(**changes) -> config.TrainParams:
+    base = config.load().train
+    return base.model_copy(update={"batch_size": 32, "epochs": 2, **changes})
+
+
+def test_fit_logs_each_epochs_metrics_learning_rate_and_time(splits, device):
+    fitted = train.fit(splits, tiny(epochs=3), seed=0, scaling=UNIT, device=device, verbose=0)
+    assert list(fitted.history["epoch"]) == [1, 2, 3]
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+        assert fitted.history[column].notna().all(), column
+    assert fitted.history["lr"].is_monotonic_decreasing  # past warm-up, cosine decays
+    assert fitted.final()["epochs"] == 3
+
+
+def test_fit_learns_the_synthetic_digits(splits, device):
+    fitted = train.fit(splits, tiny(epochs=4), seed=0, scaling=UNIT, device=device, verbose=0)
+    assert fitted.final()["val_accuracy"] >= 0.9  # chance is 0.1
+
+
+def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device):
+    runs = [
+        train.fit(splits, tiny(), seed=s, scaling=UNIT, device=device, verbose=0).history
+        for s in (1, 1, 2)
+    ]
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns])
+    assert not runs[0][columns].equals(runs[2][columns])
+
+
+def test_cpu_runtime_keeps_xla_off(splits, device):
+    fitted = train.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0)
+    assert device.kind == "CPU"
+    assert fitted.model.jit_compile is False
+
+
+def test_constant_schedule_keeps_the_learning_rate(splits, device):
+    params = tiny(lr_schedule="constant", learning_rate=0.01)
+    fitted = train.fit(splits, params, seed=0, scaling=UNIT, device=device, verbose=0)
+    assert fitted.history["lr"].tolist() == pytest.approx([0.01, 0.01])
+
+
+def test_train_and_evaluate_stages_run_end_to_end_on_tiny_data(project, mirror):
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    for stage in ("preprocess", "train", "evaluate"):
+        result = run_stage(project, stage)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
+    history = pd.read_csv(project / "reports" / "train" / "history.csv")
+    assert list(history["epoch"]) == [1]
+    scores = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
+    assert {"accuracy", "loss", "macro_f1", "f1_0", "precision_9", "recall_5"} <= set(scores)
+    confusion = pd.read_csv(project / "reports" / "eval" / "confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 100
+    for png in ("confusion", "misclassified", "predictions"):
+        assert (project / "reports" / "eval" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (project / "models" / "model.keras").stat().st_size > 10_000
