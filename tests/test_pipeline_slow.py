@@ -10,19 +10,34 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, SHARED_MNIST
 
 pytestmark = pytest.mark.slow
 
-PROJECT_FILES = ("src", "params.yaml", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore",
-                 ".gitignore")
+PROJECT_FILES = (
+    "src",
+    "params.yaml",
+    "dvc.yaml",
+    "dvc.lock",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
 
 
 def dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.setdefault("MNIST_MIRROR", str(SHARED_MNIST))
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=1200, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
