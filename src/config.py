@@ -75,12 +75,19 @@ class EvaluateParams(Strict):
     gallery_size: Annotated[int, Field(ge=1, le=100)]
 
 
+class TrackingParams(Strict):
+    experiment: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1)
+    champion_floor: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class Params(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**31)]
     fetch: FetchParams
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
+    tracking: TrackingParams
 
 
 class ParamsError(PipelineError):

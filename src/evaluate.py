@@ -23,6 +23,7 @@ import config
 import data
 import files
 import plots
+import tracking
 from errors import exit_on_error
 from train import MODEL_FILE
 
@@ -105,6 +106,25 @@ def write_reports(test: data.Split, ev: Evaluation, gallery_size: int, out: Path
     files.save_figure(predictions_figure(test, ev, gallery_size), out / "predictions.png")
 
 
+def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Params) -> str:
+    """Log test metrics, tables, figures and the model; register it; apply the alias policy."""
+    test_file = config.PROCESSED_DIR / "test.npz"
+    digest = data.sha256(test_file.read_bytes())
+    tracking.log_dataset(test, "mnist-test", test_file, "testing", digest)
+    tracking.log_metrics(ev.metrics(), prefix="test_")
+    tracking.log_table(ev.per_digit(), "eval/per_digit.json")
+    confusion = pd.DataFrame(ev.confusion(), columns=[f"pred_{d}" for d in range(10)])
+    tracking.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
+    tracking.log_files([*sorted(REPORT_DIR.glob("*.png")), REPORT_DIR / "metrics.json"], "eval")
+    name = params.tracking.registered_model
+    version = tracking.log_and_register(cnn, test.x[:8], name)
+    accuracy = ev.metrics()["accuracy"]
+    decision = tracking.apply_registry_policy(
+        name, version, accuracy, params.tracking.champion_floor
+    )
+    return f"registered {name} version {version}; {decision.describe()}"
+
+
 @exit_on_error
 def main() -> None:
     params = config.load()
@@ -112,14 +132,18 @@ def main() -> None:
     if not MODEL_FILE.exists():
         raise data.DataError(f"{MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)")
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
-    ev = evaluate(keras.saving.load_model(MODEL_FILE), test)
-    write_reports(test, ev, params.evaluate.gallery_size, REPORT_DIR)
+    with tracking.resumed_run():
+        cnn = keras.saving.load_model(MODEL_FILE)
+        ev = evaluate(cnn, test)
+        write_reports(test, ev, params.evaluate.gallery_size, REPORT_DIR)
+        registry = track(cnn, test, ev, params)
     scores = ev.metrics()
     print(
         f"test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
         f"-> {REPORT_DIR.relative_to(config.ROOT)}/"
     )
+    print(registry)
 
 
 if __name__ == "__main__":

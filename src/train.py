@@ -24,6 +24,7 @@ import data
 import files
 import model
 import plots
+import tracking
 from errors import exit_on_error
 
 MODEL_FILE = config.MODELS_DIR / "model.keras"
@@ -61,15 +62,11 @@ class EpochLog(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.rows.append(
-            {
-                "epoch": epoch + 1,
-                **(logs or {}),
-                "lr": lr,
-                "seconds": time.perf_counter() - self._start,
-            }
-        )
+        logs = logs if logs is not None else {}
+        # Added to Keras' shared logs dict, so the callbacks after this one (tracking) see it too.
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        seconds = time.perf_counter() - self._start
+        self.rows.append({"epoch": epoch + 1, **logs, "seconds": seconds})
 
 
 def dataset(split: data.Split, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
@@ -157,21 +154,46 @@ def save_outputs(fitted: Fitted, model_file: Path, report_dir: Path) -> None:
     files.save_figure(plots.training_curves(fitted.history), report_dir / "curves.png")
 
 
+def track_inputs(splits: data.Splits, digest: str) -> None:
+    for name, split in (("train", splits.train), ("val", splits.val)):
+        context = "training" if name == "train" else "validation"
+        source = config.PROCESSED_DIR / f"{name}.npz"
+        tracking.log_dataset(split, f"mnist-{name}", source, context, digest)
+    tracking.log_files(sorted((config.REPORTS_DIR / "preprocess").glob("*")), "preprocess")
+
+
 @exit_on_error
 def main() -> None:
     params = config.load()
     splits, scaling = load_inputs(config.PROCESSED_DIR)
     device = runtime.configure()
-    print(
-        f"training on {device.describe()}: {len(splits.train)} images, "
-        f"validating on {len(splits.val)}"
-    )
-    fitted = fit(splits, params.train, params.seed, scaling, device, verbose=2)
-    save_outputs(fitted, MODEL_FILE, REPORT_DIR)
+    arch, _ = model.resolve(params.train.preset, params.train.model)
+    digest = data.digest_dir(config.PROCESSED_DIR)
+    tags = tracking.lineage(params, digest, arch, device.describe())
+    with tracking.pipeline_run(params, tags) as run_id:
+        print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
+        print(
+            f"training on {device.describe()}: {len(splits.train)} images, "
+            f"validating on {len(splits.val)}"
+        )
+        track_inputs(splits, digest)
+        fitted = fit(
+            splits,
+            params.train,
+            params.seed,
+            scaling,
+            device,
+            callbacks=[tracking.EpochMetrics()],
+            verbose=2,
+        )
+        save_outputs(fitted, MODEL_FILE, REPORT_DIR)
+        tracking.log_metrics(fitted.final(), prefix="final_")
+        tracking.log_files([REPORT_DIR / "curves.png", REPORT_DIR / "history.csv"], "train")
+    tracking.save_run_file(run_id)
     final = fitted.final()
     print(
-        f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} epochs "
-        f"({final['seconds']:.0f} s) -> {MODEL_FILE.relative_to(config.ROOT)}"
+        f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
+        f"epochs ({final['seconds']:.0f} s) -> {MODEL_FILE.relative_to(config.ROOT)}"
     )
 
 

@@ -22,6 +22,16 @@ SHARED_MNIST = REPO.parent / "shared" / "mnist"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test logs to its own sqlite MLflow store, never to the repo's mlflow.db."""
+    uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
+    (tmp_path / "mlruns-store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ import pytest
 import config
 import data
 import runtime
+import tracking
 import train
 from conftest import run_stage
 from mnist_fakes import synthetic_digits
@@ -88,3 +90,30 @@ def test_train_and_evaluate_stages_run_end_to_end_on_tiny_data(project, mirror):
     for png in ("confusion", "misclassified", "predictions"):
         assert (project / "reports" / "eval" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert (project / "models" / "model.keras").stat().st_size > 10_000
+    assert_one_complete_mlflow_run(scores["accuracy"])
+
+
+def assert_one_complete_mlflow_run(test_accuracy: float) -> None:
+    """train and evaluate logged into one run; the model is registered as its first version."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    (run,) = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(test_accuracy)
+    assert {"final_val_accuracy", "val_accuracy", "lr", "test_macro_f1", "test_f1_7"} <= set(
+        run.data.metrics
+    )
+    logged = {
+        a.path
+        for folder in ("eval", "train", "preprocess")
+        for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "eval/confusion.png",
+        "eval/misclassified.png",
+        "eval/predictions.png",
+        "eval/per_digit.json",
+        "train/curves.png",
+        "preprocess/samples.png",
+    } <= logged
+    version = mlflow.MlflowClient().get_model_version_by_alias("mnist-cnn", "challenger")
+    assert str(version.version) == "1" and version.run_id == run.info.run_id

@@ -1,0 +1,248 @@
+"""Every MLflow call of the project: where runs go, lineage, per-epoch metrics, figures, models,
+and the registry's aliases. Stages and the tuner call this module; nothing else imports mlflow.
+
+One pipeline execution is one MLflow run: train opens it and writes its id to RUN_FILE (one of
+train's outputs); evaluate resumes it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+import config
+import data
+import files
+from errors import PipelineError
+
+RUN_FILE = config.MODELS_DIR / "mlflow_run.json"
+CHAMPION, CHALLENGER = "champion", "challenger"
+# Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack.
+SERVING_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "pandas")
+
+
+class TrackingError(PipelineError):
+    """The tracking store cannot be reached or used; the message says which URI and how to fix."""
+
+
+def store_root() -> Path:
+    """The repo root even inside `dvc exp run --temp` workspaces (DVC points DVC_ROOT at it)."""
+    return Path(os.environ.get("DVC_ROOT", config.ROOT)).resolve()
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (a team server), else sqlite:///<repo>/mlflow.db, which `mlflow ui`
+    reads when started in the repo root. Absolute, so every working directory logs to one store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def connect(uri: str) -> None:
+    """Use `uri`; fail in seconds, not after MLflow's minutes of retries, if a server is down."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            raise TrackingError(
+                f"MLflow tracking server {uri} does not answer ({type(err).__name__}). Start it, "
+                f"fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in the repo."
+            ) from err
+    mlflow.set_tracking_uri(uri)
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store go to mlruns/ beside the .db file, whatever the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+    return None  # a server decides for itself
+
+
+def experiment_id(name: str) -> str:
+    """The experiment's id, creating it (with an absolute artifact location) if it is new."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root(mlflow.get_tracking_uri())
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'model': {'dense': [128]}}} -> {'train.model.dense.0': 128}, as in params.yaml."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=config.ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        }
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown (not a git checkout)", "git_dirty": "unknown"}
+
+
+def lineage(params: config.Params, data_digest: str, arch: str, device: str) -> dict[str, str]:
+    """The tags that answer 'what exactly produced this run?'."""
+    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+    return git_state() | {
+        "data_digest": data_digest,
+        "arch": arch,
+        "device": device,
+        "params_hash": hashlib.sha256(canonical).hexdigest()[:16],
+    }
+
+
+@contextmanager
+def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
+    """Open the pipeline's MLflow run (or the one `mlflow run` started); yield its id."""
+    connect(tracking_uri())
+    # Under `mlflow run`, MLFLOW_RUN_ID names the project's run; start_run() resumes it.
+    in_project = "MLFLOW_RUN_ID" in os.environ
+    exp = None if in_project else experiment_id(params.tracking.experiment)
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        mlflow.set_tags(tags)
+        yield run.info.run_id
+
+
+def save_run_file(run_id: str, path: Path = RUN_FILE) -> None:
+    files.write_json(path, {"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()})
+
+
+@contextmanager
+def resumed_run(path: Path = RUN_FILE) -> Iterator[str]:
+    """Reopen the run that train started, so evaluation lands in the same run."""
+    if not path.exists():
+        raise TrackingError(f"{path} is missing: run the train stage first (`dvc repro`)")
+    saved = json.loads(path.read_text())
+    connect(saved["tracking_uri"])
+    try:
+        with mlflow.start_run(run_id=saved["run_id"]) as run:
+            yield run.info.run_id
+    except MlflowException as err:
+        raise TrackingError(
+            f"cannot resume MLflow run {saved['run_id']} in "
+            f"{saved['tracking_uri']}: {err.message}; rerun `dvc repro -f train`"
+        ) from err
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Log each epoch's metrics (and the learning rate train's EpochLog adds) at step=epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        mlflow.log_metrics(
+            {key: float(value) for key, value in (logs or {}).items()}, step=epoch + 1
+        )
+
+
+def log_dataset(split: data.Split, name: str, source: Path, context: str, digest: str) -> None:
+    dataset = mlflow.data.from_numpy(
+        split.x, targets=split.y, source=str(source), name=name, digest=digest[:16]
+    )
+    mlflow.log_input(dataset, context=context)
+
+
+def log_files(paths: list[Path], folder: str) -> None:
+    """Log report files; PNGs show as images in the UI's artifact view."""
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_metrics(metrics: Mapping[str, float], prefix: str = "") -> None:
+    mlflow.log_metrics({f"{prefix}{key}": float(value) for key, value in metrics.items()})
+
+
+def log_table(table: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_table(table, artifact_file=artifact_file)
+
+
+def log_and_register(model: keras.Model, sample: np.ndarray, registered_name: str) -> str:
+    """Log the model with a signature (uint8 pixels -> 10 probabilities); return its new version."""
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    pins = [f"{package}=={metadata.version(package)}" for package in SERVING_PACKAGES]
+    info = mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=pins,
+        registered_model_name=registered_name,
+    )
+    return str(info.registered_model_version)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    accuracy: float
+    champion_accuracy: float | None
+    floor: float
+
+    def describe(self) -> str:
+        before = (
+            "no champion yet"
+            if self.champion_accuracy is None
+            else f"champion {self.champion_accuracy:.4f}"
+        )
+        verdict = "becomes champion" if self.promote else "stays challenger"
+        return f"test accuracy {self.accuracy:.4f} vs {before} (floor {self.floor:.4f}): {verdict}"
+
+
+def decide(accuracy: float, champion_accuracy: float | None, floor: float) -> Decision:
+    """Promote when at least as good as the champion (or there is none) and above the floor."""
+    better = champion_accuracy is None or accuracy >= champion_accuracy
+    return Decision(better and accuracy >= floor, accuracy, champion_accuracy, floor)
+
+
+def champion_accuracy(client: mlflow.MlflowClient, name: str) -> float | None:
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return float(champion.tags["test_accuracy"]) if "test_accuracy" in champion.tags else None
+
+
+def apply_registry_policy(name: str, version: str, accuracy: float, floor: float) -> Decision:
+    """The new version is `challenger`; `champion` moves to it only if `decide` says so."""
+    client = mlflow.MlflowClient()
+    decision = decide(accuracy, champion_accuracy(client, name), floor)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {
+        "test_accuracy": f"{accuracy:.6f}",
+        "decision": decision.describe(),
+        "champion_accuracy_before": str(decision.champion_accuracy),
+        "floor": str(floor),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return decision

@@ -1,0 +1,131 @@
+"""tracking: one MLflow run per pipeline, lineage, epoch metrics, registry aliases, fail-fast."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import numpy as np
+import pytest
+
+import config
+import data
+import model
+import runtime
+import tracking
+import train
+from conftest import closed_port_url
+from mnist_fakes import synthetic_digits
+
+UNIT = {"scale": 1 / 255, "offset": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_splits() -> data.Splits:
+    images, labels = synthetic_digits(120, seed=9)
+    x = images[..., np.newaxis]
+    return data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
+
+
+def only_run(experiment: str) -> mlflow.entities.Run:
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
+    params = config.load()
+    tiny = params.train.model_copy(update={"epochs": 2, "batch_size": 32})
+    tags = tracking.lineage(params, "d" * 64, "custom", "CPU")
+    with tracking.pipeline_run(params, tags):
+        train.fit(
+            tiny_splits,
+            tiny,
+            0,
+            UNIT,
+            runtime.configure(),
+            callbacks=[tracking.EpochMetrics()],
+            verbose=0,
+        )
+    run = only_run(params.tracking.experiment)
+    assert run.data.params["train.model.blocks.0.filters"] == str(
+        params.train.model.blocks[0].filters
+    )
+    assert run.data.params["seed"] == str(params.seed)
+    assert run.data.tags["data_digest"] == "d" * 64
+    assert len(run.data.tags["git_commit"]) == 40 and run.data.tags["git_dirty"] in {
+        "true",
+        "false",
+    }
+    assert {"params_hash", "arch", "device"} <= set(run.data.tags)
+    client = mlflow.MlflowClient()
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
+
+
+def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
+    params = config.load()
+    with tracking.pipeline_run(params, {}) as run_id:
+        pass
+    tracking.save_run_file(run_id, tmp_path / "run.json")
+    with tracking.resumed_run(tmp_path / "run.json") as resumed:
+        tracking.log_metrics({"accuracy": 0.5}, prefix="test_")
+    assert resumed == run_id
+    assert only_run(params.tracking.experiment).data.metrics["test_accuracy"] == 0.5
+
+
+def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):
+    tracking.connect(mlflow_store)
+    exp = mlflow.get_experiment(tracking.experiment_id("beside"))
+    assert exp.artifact_location == tracking.artifact_root(mlflow_store)
+    assert exp.artifact_location.endswith("/mlruns-store/mlruns")
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "champion", "floor", "promote"),
+    [
+        (0.991, None, 0.99, True),
+        (0.992, 0.991, 0.99, True),
+        (0.991, 0.991, 0.99, True),
+        (0.990, 0.991, 0.99, False),
+        (0.985, None, 0.99, False),
+    ],
+)
+def test_champion_moves_only_on_improvement_above_the_floor(accuracy, champion, floor, promote):
+    assert tracking.decide(accuracy, champion, floor).promote is promote
+
+
+def test_registry_aliases_follow_the_policy_and_the_champion_predicts():
+    tracking.connect(tracking.tracking_uri())
+    mlflow.set_experiment("registry")
+    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
+    pixels = np.zeros((3, 28, 28, 1), dtype=np.uint8)
+    champions = []
+    for accuracy in (0.991, 0.990, 0.995):
+        with mlflow.start_run():
+            version = tracking.log_and_register(cnn, pixels, "digits")
+            decision = tracking.apply_registry_policy("digits", version, accuracy, floor=0.99)
+        champions.append(mlflow.MlflowClient().get_model_version_by_alias("digits", "champion"))
+        assert decision.promote is (version != "2")
+    assert [str(c.version) for c in champions] == ["1", "1", "3"]
+    challenger = mlflow.MlflowClient().get_model_version_by_alias("digits", "challenger")
+    assert str(challenger.version) == "3" and challenger.tags["test_accuracy"] == "0.995000"
+    served = mlflow.pyfunc.load_model("models:/digits@champion")
+    assert served.predict(pixels).shape == (3, 10)
+
+
+def test_an_unreachable_tracking_server_fails_fast_with_the_uri_and_the_fix():
+    url = closed_port_url()
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingError) as err:
+        tracking.connect(url)
+    assert time.monotonic() - start < 10
+    assert url in str(err.value) and "MLFLOW_TRACKING_URI" in str(err.value)
+
+
+def test_flatten_names_keys_as_in_params_yaml():
+    assert tracking.flatten({"a": {"b": [1, {"c": 2}]}, "d": None}) == {
+        "a.b.0": 1,
+        "a.b.1.c": 2,
+        "d": None,
+    }
