@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -246,3 +246,16 @@ def apply_registry_policy(name: str, version: str, accuracy: float, floor: float
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return decision
+
+
+def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Load a logged or registered model (e.g. models:/mnist-cnn@champion) as a predict function."""
+    connect(tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as err:
+        raise TrackingError(
+            f"cannot load model {uri} from {mlflow.get_tracking_uri()}: "
+            f"{err.message}. Run `dvc repro` to train and register one."
+        ) from err
+    return lambda batch: np.asarray(model.predict(batch))

@@ -1,0 +1,75 @@
+"""Predict digits in image files with the registered champion (or any model URI / .keras file).
+
+python src/predict.py photo.png scan.jpg
+python src/predict.py --model models/model.keras digit.png
+python src/predict.py --model "models:/mnist-cnn@challenger" digit.png
+"""
+
+from __future__ import annotations
+
+import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
+
+# isort: split
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import config
+import imaging
+import tracking
+from errors import PipelineError
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(uri: str) -> Predictor:
+    """A .keras file loads directly; anything else is an MLflow model URI."""
+    if uri.endswith(".keras"):
+        if not Path(uri).is_file():
+            raise PipelineError(f"{uri} does not exist: train one with `dvc repro`")
+        import keras
+
+        model = keras.saving.load_model(uri)
+        return lambda batch: model.predict(batch, verbose=0)
+    return tracking.load_model(uri)
+
+
+def read_images(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Convert every readable file; collect one error line per file that is not."""
+    good, images, errors = [], [], []
+    for path in paths:
+        try:
+            images.append(imaging.to_mnist(path))
+            good.append(path)
+        except imaging.ImageError as err:
+            errors.append(f"error: {err}")
+    return good, np.stack(images) if images else np.empty((0, 28, 28, 1), np.uint8), errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    params = config.load()
+    default = f"models:/{params.tracking.registered_model}@{tracking.CHAMPION}"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("images", nargs="+", type=Path, help="PNG/JPG/... files, any size")
+    parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")
+    args = parser.parse_args(argv)
+    paths, batch, errors = read_images(args.images)
+    try:
+        probs = load_predictor(args.model)(batch) if len(batch) else batch
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path, row in zip(paths, np.asarray(probs), strict=True):
+        print(f"{path}: {int(row.argmax())} ({row.max():.1%})")
+    for line in errors:
+        print(line, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    runtime.configure()
+    sys.exit(main())
