@@ -6,6 +6,8 @@ out-of-range value fails before any work starts, with the key's dotted name in t
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -94,18 +96,49 @@ class ParamsError(PipelineError):
     """params.yaml is missing, unparsable or invalid; the message says which key and why."""
 
 
-def load(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; raise ParamsError naming every bad key."""
+def load(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> Params:
+    """Read and validate params.yaml, with `key.path=value` overrides applied first; raise
+    ParamsError naming every bad key."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as err:
         raise ParamsError(f"{path} not found: run from a checkout of the project") from err
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
+    for override in overrides:
+        _apply(raw, override)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_describe(path, err)) from err
+
+
+def _apply(tree: dict, override: str) -> None:
+    """Set one `a.b.c=value` (value parsed as YAML, as `dvc exp run -S` does) in the raw tree."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"override {override!r} is not KEY=VALUE, e.g. train.epochs=3")
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ParamsError(f"override {override!r}: {part} is not a section of params.yaml")
+    node[leaf] = yaml.safe_load(value)
+
+
+def load_from_cli(description: str, argv: Sequence[str] | None = None) -> Params:
+    """params.yaml plus any `-S key=value` from the command line (MLproject entry points use it)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml value for this run only, e.g. train.epochs=3",
+    )
+    return load(overrides=parser.parse_args(argv).set)
 
 
 def _describe(path: Path, err: ValidationError) -> str:

@@ -127,7 +127,7 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
 
 @exit_on_error
 def main() -> None:
-    params = config.load()
+    params = config.load_from_cli(__doc__.splitlines()[0])
     runtime.configure()
     if not MODEL_FILE.exists():
         raise data.DataError(f"{MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)")

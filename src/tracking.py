@@ -140,13 +140,16 @@ def save_run_file(run_id: str, path: Path = RUN_FILE) -> None:
 
 @contextmanager
 def resumed_run(path: Path = RUN_FILE) -> Iterator[str]:
-    """Reopen the run that train started, so evaluation lands in the same run."""
+    """Reopen the run that train started, so evaluation lands in the same run. Under
+    `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run."""
     if not path.exists():
         raise TrackingError(f"{path} is missing: run the train stage first (`dvc repro`)")
     saved = json.loads(path.read_text())
     connect(saved["tracking_uri"])
+    run_id = os.environ.get("MLFLOW_RUN_ID", saved["run_id"])
     try:
-        with mlflow.start_run(run_id=saved["run_id"]) as run:
+        with mlflow.start_run(run_id=run_id) as run:
+            mlflow.set_tag("trained_in_run", saved["run_id"])
             yield run.info.run_id
     except MlflowException as err:
         raise TrackingError(

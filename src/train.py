@@ -164,7 +164,7 @@ def track_inputs(splits: data.Splits, digest: str) -> None:
 
 @exit_on_error
 def main() -> None:
-    params = config.load()
+    params = config.load_from_cli(__doc__.splitlines()[0])
     splits, scaling = load_inputs(config.PROCESSED_DIR)
     device = runtime.configure()
     arch, _ = model.resolve(params.train.preset, params.train.model)

@@ -51,3 +51,21 @@ def test_a_stage_refuses_bad_params_before_doing_any_work(project, mirror):
     assert "preprocess.scale: Input should be 'unit' or 'standardize'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / "data").exists()
+
+
+def test_command_line_overrides_apply_before_validation():
+    params = config.load(overrides=["train.epochs=3", "train.model.dense=[64, 32]", "seed=7"])
+    assert (params.train.epochs, params.train.model.dense, params.seed) == (3, [64, 32], 7)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epoch=3", "train.epoch: unknown key"),
+        ("seed.x=1", "seed is not a section"),
+        ("train.epochs", "is not KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_are_named(override, expected):
+    with pytest.raises(config.ParamsError, match=expected):
+        config.load(overrides=[override])
