@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from errors import PipelineError
 
@@ -83,6 +83,36 @@ class TrackingParams(Strict):
     champion_floor: Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class Dimension(Strict):
+    """One searched knob: an int or float range (optionally log-scaled), or a list of choices."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> Dimension:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is None and self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+class TuneParams(Strict):
+    study: str = Field(min_length=1)
+    storage: str | None  # None: the embedded default, see tune.py
+    n_trials: PositiveInt  # per worker process
+    max_trials: PositiveInt | None  # for the whole study, across workers
+    timeout_s: Annotated[float, Field(gt=0)] | None
+    seed: Annotated[int, Field(ge=0)]
+    pruner: Literal["median", "hyperband", "none"]
+    heartbeat_s: PositiveInt  # a RUNNING trial's worker proves it is alive this often
+    grace_s: PositiveInt  # after this long without a heartbeat its trial is FAIL, retried once
+    space: dict[str, Dimension] = Field(min_length=1)  # dotted params path -> dimension
+
+
 class Params(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**31)]
     fetch: FetchParams
@@ -90,6 +120,7 @@ class Params(Strict):
     train: TrainParams
     evaluate: EvaluateParams
     tracking: TrackingParams
+    tune: TuneParams
 
 
 class ParamsError(PipelineError):
@@ -114,17 +145,33 @@ def load(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> Params:
 
 
 def _apply(tree: dict, override: str) -> None:
-    """Set one `a.b.c=value` (value parsed as YAML, as `dvc exp run -S` does) in the raw tree."""
+    """Set one `a.b.0.c=value` (value parsed as YAML, as `dvc exp run -S` does) in the raw tree."""
     key, sep, value = override.partition("=")
     if not sep or not key:
         raise ParamsError(f"override {override!r} is not KEY=VALUE, e.g. train.epochs=3")
+    set_path(tree, key, yaml.safe_load(value))
+
+
+def set_path(tree: Any, key: str, value: Any) -> None:
+    """Set `value` at dotted `key` in nested dicts/lists (numbers index lists): a.b.0.c."""
     *parents, leaf = key.split(".")
     node = tree
     for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            raise ParamsError(f"override {override!r}: {part} is not a section of params.yaml")
-    node[leaf] = yaml.safe_load(value)
+        node = _child(node, part)
+        if not isinstance(node, dict | list):
+            raise ParamsError(f"{key}: {part} is not a section of params.yaml")
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ParamsError(f"{key}: {leaf} is not an index of a {len(node)}-item list")
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, list):
+        return node[int(part)] if part.isdigit() and int(part) < len(node) else None
+    return node.get(part) if isinstance(node, dict) else None
 
 
 def load_from_cli(description: str, argv: Sequence[str] | None = None) -> Params:

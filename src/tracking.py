@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,3 +263,59 @@ def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
             f"{err.message}. Run `dvc repro` to train and register one."
         ) from err
     return lambda batch: np.asarray(model.predict(batch))
+
+
+# --- tuning: one parent run per Optuna study, one nested child run per trial ---
+
+STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def study_run(experiment: str, study: str, storage: str) -> str:
+    """The study's parent run, shared by every worker of the study; created by the first."""
+    connect(tracking_uri())
+    exp = experiment_id(experiment)
+    found = mlflow.search_runs(
+        [exp], filter_string=f"tags.optuna_study = '{study}'", output_format="list", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = mlflow.MlflowClient().create_run(
+        exp, run_name=f"study-{study}", tags={"optuna_study": study, "optuna_storage": storage}
+    )
+    return run.info.run_id
+
+
+@contextmanager
+def trial_run(parent_id: str, number: int, params: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """A child run for one trial. The caller sets outcome["state"] to COMPLETE or PRUNED;
+    anything else (an exception, Ctrl-C) leaves FAIL. The state and duration are logged."""
+    outcome = {"state": "FAIL"}
+    parent = mlflow.get_run(parent_id)
+    start = time.monotonic()
+    mlflow.start_run(
+        experiment_id=parent.info.experiment_id,
+        run_name=f"trial-{number}",
+        parent_run_id=parent_id,
+        tags={"optuna_trial": str(number)},
+    )
+    try:
+        mlflow.log_params(params)
+        yield outcome
+    finally:
+        mlflow.set_tag("trial_state", outcome["state"])
+        mlflow.log_metric("duration_s", time.monotonic() - start)
+        mlflow.end_run(status=STATE_TO_STATUS[outcome["state"]])
+
+
+def log_study_summary(
+    parent_id: str, figures: dict[str, Any], trials: pd.DataFrame, best: dict[str, Any]
+) -> None:
+    """Optuna's plots as images, the trials table, and the best trial, on the parent run."""
+    client = mlflow.MlflowClient()
+    for name, figure in figures.items():
+        client.log_figure(parent_id, figure, f"plots/{name}.png")
+    client.log_table(parent_id, trials, "trials.json")
+    client.log_text(parent_id, trials.to_csv(index=False), "trials.csv")
+    client.log_dict(parent_id, best, "best.json")
+    client.set_tag(parent_id, "best_value", str(best["value"]))
+    client.set_tag(parent_id, "best_trial", str(best["trial"]))

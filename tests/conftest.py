@@ -104,15 +104,15 @@ def update_params(root: Path, changes: dict) -> None:
 
 
 def run_stage(
-    root: Path, stage: str, env: dict[str, str] | None = None, timeout: float = 300
+    root: Path, stage: str, env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python src/<stage>.py` in `root` as a user would; capture its output."""
+    """Run `python src/<stage>.py [args]` in `root` as a user would; capture its output."""
     return subprocess.run(
-        [sys.executable, f"src/{stage}.py"],
+        [sys.executable, f"src/{stage}.py", *(args or [])],
         cwd=root,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        timeout=timeout,
+        timeout=600,
         check=False,
     )

@@ -63,6 +63,7 @@ def test_command_line_overrides_apply_before_validation():
     [
         ("train.epoch=3", "train.epoch: unknown key"),
         ("seed.x=1", "seed is not a section"),
+        ("train.model.blocks.7.filters=8", "7 is not a section"),
         ("train.epochs", "is not KEY=VALUE"),
     ],
 )

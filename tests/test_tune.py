@@ -1,0 +1,166 @@
+"""tune: Optuna studies on tiny data, a real SQLite storage and a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+import config
+import data
+import tracking
+import tune
+from conftest import REPO, run_stage
+from mnist_fakes import synthetic_digits
+
+TINY_SPACE = {
+    "train.model.blocks.0.filters": {"low": 4, "high": 8},
+    "train.model.dense.0": {"choices": [16, 32]},
+    "train.learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+    "train.epochs": {"low": 1, "high": 2},
+}
+
+
+@pytest.fixture
+def tune_project(project: Path, mirror) -> Path:
+    """The scratch project with tiny processed data and a tiny search space."""
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    assert run_stage(project, "preprocess").returncode == 0
+    set_tune(project, space=TINY_SPACE, heartbeat_s=1, grace_s=2)
+    return project
+
+
+def set_tune(project: Path, **values: object) -> None:
+    """Replace (not merge) keys of the `tune` section of the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["tune"].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def study_in(project: Path, name: str = "mnist-cnn") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/optuna/studies.db")
+
+
+def mlflow_runs() -> list[mlflow.entities.Run]:
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    return mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+
+
+def test_a_three_trial_study_gives_three_child_runs_under_one_parent(tune_project):
+    result = run_stage(tune_project, "tune", args=["--n-trials", "3"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [t.state.name for t in study_in(tune_project).trials] == ["COMPLETE"] * 3
+    runs = mlflow_runs()
+    (parent,) = [r for r in runs if "optuna_study" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.data.tags["optuna_trial"] for c in children) == ["0", "1", "2"]
+    assert all(c.data.tags["trial_state"] == "COMPLETE" for c in children)
+    assert set(children[0].data.params) == set(TINY_SPACE)
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in logged and "plots/intermediate_values.png" in logged
+    best = yaml.safe_load((tune_project / "reports" / "tune" / "best_params.yaml").read_text())
+    assert best["value"] == study_in(tune_project).best_value
+    assert "rerun with --apply" in result.stdout
+
+
+def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
+    images, labels = synthetic_digits(120, seed=2)
+    x = images[..., np.newaxis]
+    splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
+    parent = tracking.study_run("mnist-cnn", "pruning", "memory")
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01)
+    )  # always
+    objective = tune.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent)
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    (child,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert child.data.tags["trial_state"] == "PRUNED" and child.info.status == "KILLED"
+
+
+def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tune_project):
+    workers = [start_tune(tune_project, "--n-trials", "2") for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read()[-3000:]
+    numbers = sorted(t.number for t in study_in(tune_project).trials)
+    assert numbers == [0, 1, 2, 3]
+    assert {t.state.name for t in study_in(tune_project).trials} == {"COMPLETE"}
+
+
+def test_a_killed_workers_trial_fails_and_is_retried_once(tune_project):
+    long_trials = TINY_SPACE | {"train.epochs": {"low": 40, "high": 41}}  # killed mid-trial
+    set_tune(tune_project, space=long_trials)
+    worker = start_tune(tune_project, "--n-trials", "1")
+    wait_for_running_trial(tune_project, worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    set_tune(tune_project, space=TINY_SPACE)
+    deadline = time.monotonic() + 60
+    while True:  # the stale check runs when a worker starts a trial; grace_s is 2 s
+        result = run_stage(tune_project, "tune", args=["--n-trials", "1"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        states = [t.state.name for t in study_in(tune_project).trials]
+        if states[0] == "FAIL" or time.monotonic() > deadline:
+            break
+    trials = study_in(tune_project).trials
+    assert trials[0].state.name == "FAIL"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert "RUNNING" not in {t.state.name for t in trials}
+
+
+def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
+    copy = tmp_path / "params.yaml"
+    copy.write_text((REPO / "params.yaml").read_text())
+    best = {"train.model.blocks.1.filters": 48, "train.learning_rate": 0.0031, "train.epochs": 9}
+    tune.apply_to_params(best, copy)
+    before = yaml.safe_load((REPO / "params.yaml").read_text())
+    after = yaml.safe_load(copy.read_text())
+    flat_before, flat_after = tracking.flatten(before), tracking.flatten(after)
+    changed = {k for k in flat_before if flat_before[k] != flat_after[k]}
+    assert changed == set(best)
+    assert all(flat_after[k] == v for k, v in best.items())
+    assert "# one seed for the validation split" in copy.read_text()
+
+
+def test_the_search_space_is_read_from_params():
+    space = config.load(overrides=["tune.space={train.epochs: {choices: [3, 5]}}"]).tune.space
+    trial = optuna.trial.FixedTrial({"train.epochs": 5})
+    assert tune.suggest(trial, space) == {"train.epochs": 5}
+
+
+def start_tune(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "src/tune.py", *args],
+        cwd=project,
+        text=True,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_running_trial(project: Path, worker: subprocess.Popen) -> None:
+    """Poll the storage (bounded) until the worker has a trial RUNNING."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, worker.stderr.read()[-3000:]
+        if (project / "optuna" / "studies.db").exists():
+            try:
+                if any(t.state.name == "RUNNING" for t in study_in(project).trials):
+                    return
+            except KeyError:  # the study is not created yet
+                pass
+        time.sleep(0.5)
+    pytest.fail("no trial started within 120 s")
