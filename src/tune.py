@@ -90,10 +90,11 @@ class Objective:
 
     def __init__(self, splits: data.Splits, scaling: dict[str, float], parent_id: str) -> None:
         self.splits, self.scaling, self.parent_id = splits, scaling, parent_id
+        self.space = config.load().tune.space
         self.device = runtime.configure()
 
     def __call__(self, trial: optuna.Trial) -> float:
-        chosen = suggest(trial, config.load().tune.space)
+        chosen = suggest(trial, self.space)
         params = config.load(overrides=[f"{key}={value}" for key, value in chosen.items()])
         keras.backend.clear_session()  # free the previous trial's graphs (memory grows otherwise)
         with tracking.trial_run(self.parent_id, trial.number, chosen) as outcome:
@@ -161,9 +162,10 @@ def apply_to_params(best_params: dict[str, Any], path: Path = config.PARAMS_FILE
     tree = yaml.load(path.read_text())
     for key, value in best_params.items():
         config.set_path(tree, key, value)
-    with files.atomic_path(path) as tmp, tmp.open("w") as handle:
-        yaml.dump(tree, handle)
-    config.load(path)  # the result must still validate
+    with files.atomic_path(path) as tmp:
+        with tmp.open("w") as handle:
+            yaml.dump(tree, handle)
+        config.load(tmp)  # an invalid result never replaces params.yaml
 
 
 def summarize(study: optuna.Study, parent_id: str, apply: bool) -> None:

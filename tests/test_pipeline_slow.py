@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
+import data
+import predict
 from conftest import REPO, SHARED_MNIST
+from test_predict import as_user_png
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +33,7 @@ PROJECT_FILES = (
 def dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.setdefault("MNIST_MIRROR", str(SHARED_MNIST))
+    env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: <checkout>/mlflow.db
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=root,
@@ -44,7 +49,8 @@ def dvc(root: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's files in a new git repo with one commit, as after `git clone`."""
+    """The project's files in a new git repo with one commit, as after `git clone`, after
+    `dvc exp run -S train.epochs=2` on real MNIST."""
     root = tmp_path_factory.mktemp("checkout")
     for name in PROJECT_FILES:
         source, target = REPO / name, root / name
@@ -57,15 +63,44 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*git, "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "fresh clone"], cwd=root, check=True)
+    dvc(root, "exp", "run", "-S", "train.epochs=2")
     return root
 
 
 def test_dvc_exp_run_trains_a_working_cnn_on_real_mnist(checkout):
-    dvc(checkout, "exp", "run", "-S", "train.epochs=2")
     scores = json.loads((checkout / "reports" / "eval" / "metrics.json").read_text())
     assert scores["accuracy"] >= 0.985  # a broken CNN or a label mix-up lands far below
     history = (checkout / "reports" / "train" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 2  # header + one row per epoch
+
+
+def test_the_experiment_is_one_mlflow_run_in_the_default_store_with_a_registered_model(checkout):
+    assert (checkout / "mlflow.db").is_file() and (checkout / "mlruns").is_dir()
+    mlflow.set_tracking_uri(f"sqlite:///{checkout / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+    scores = json.loads((checkout / "reports" / "eval" / "metrics.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(scores["accuracy"])
+    assert run.data.params["train.epochs"] == "2"
+    version = mlflow.MlflowClient().get_model_version_by_alias("mnist-cnn", "challenger")
+    assert version.run_id == run.info.run_id
+    verdict = "becomes champion" if scores["accuracy"] >= 0.99 else "stays challenger"  # the floor
+    assert version.tags["decision"].endswith(verdict)
+
+
+def test_predict_reads_user_pngs_of_test_digits_right(checkout, tmp_path, capsys):
+    test = data.read_pair(SHARED_MNIST, "t10k")
+    paths = []
+    for index in range(20):  # odd sizes, both polarities, off-centre
+        size = (61 + 17 * index, 45 + 23 * (index % 5))
+        paths.append(tmp_path / f"digit{index}.png")
+        as_user_png(test.x[index], paths[-1], size, dark_on_light=index % 2 == 0)
+    model_file = checkout / "models" / "model.keras"
+    assert predict.main([*map(str, paths), "--model", str(model_file)]) == 0
+    predicted = [
+        int(line.rsplit(": ", 1)[1].split()[0]) for line in capsys.readouterr().out.splitlines()
+    ]
+    correct = sum(p == t for p, t in zip(predicted, test.y[:20], strict=True))
+    assert correct >= 19, f"{correct}/20 right: {predicted} vs {test.y[:20].tolist()}"
 
 
 def test_a_second_repro_reruns_nothing(checkout):
