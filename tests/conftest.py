@@ -116,3 +116,9 @@ def run_stage(
         timeout=600,
         check=False,
     )
+
+
+def venv_env() -> dict[str, str]:
+    """This environment with the venv's bin first on PATH, as `uv run` gives a user: the
+    `python` and `mlflow` that DVC stages and MLflow projects start are the venv's."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 
 import tracking
-from conftest import REPO, run_stage
+from conftest import REPO, run_stage, venv_env
 
 
 def test_mlflow_run_train_entry_point_passes_its_parameters(project, mirror):
@@ -20,7 +18,7 @@ def test_mlflow_run_train_entry_point_passes_its_parameters(project, mirror):
     (project / "data").mkdir()
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_env()
     result = subprocess.run(
         [
             sys.executable,

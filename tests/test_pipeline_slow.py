@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 import data
 import predict
-from conftest import REPO, SHARED_MNIST
+from conftest import REPO, SHARED_MNIST, venv_env
 from test_predict import as_user_png
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,7 @@ PROJECT_FILES = (
 
 
 def dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_env()
     env.setdefault("MNIST_MIRROR", str(SHARED_MNIST))
     env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: <checkout>/mlflow.db
     result = subprocess.run(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,7 +15,7 @@ import requests
 import config
 import model
 import tracking
-from conftest import closed_port_url
+from conftest import closed_port_url, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +30,7 @@ def server(mlflow_store: str) -> Iterator[str]:
         version = tracking.log_and_register(cnn, np.zeros((2, 28, 28, 1), np.uint8), "digits")
         tracking.apply_registry_policy("digits", version, 0.995, floor=0.99)
     url = closed_port_url()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_env()
     process = subprocess.Popen(
         [
             sys.executable,
