@@ -155,10 +155,21 @@ def best_of(study: optuna.Study) -> dict[str, Any]:
     return {"value": best.value, "trial": best.number, "params": best.params}
 
 
-def apply_to_params(best_params: dict[str, Any], path: Path = config.PARAMS_FILE) -> None:
-    """Write only the tuned keys into params.yaml, keeping its comments and layout."""
+def round_trip_yaml() -> YAML:
+    """Round-trip YAML that writes params.yaml back in its own style (indents, widths, null)."""
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # never re-wrap a line
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return yaml
+
+
+def apply_to_params(best_params: dict[str, Any], path: Path = config.PARAMS_FILE) -> None:
+    """Write only the tuned keys into params.yaml, keeping its comments and layout."""
+    yaml = round_trip_yaml()
     tree = yaml.load(path.read_text())
     for key, value in best_params.items():
         config.set_path(tree, key, value)

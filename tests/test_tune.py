@@ -132,7 +132,12 @@ def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     changed = {k for k in flat_before if flat_before[k] != flat_after[k]}
     assert changed == set(best)
     assert all(flat_after[k] == v for k, v in best.items())
-    assert "# one seed for the validation split" in copy.read_text()
+    original, written = (
+        (REPO / "params.yaml").read_text().splitlines(),
+        copy.read_text().splitlines(),
+    )
+    assert len(written) == len(original)
+    assert sum(a != b for a, b in zip(original, written, strict=True)) == len(best)  # a line each
 
 
 def test_the_search_space_is_read_from_params():
