@@ -158,13 +158,18 @@ def start_tune(project: Path, *args: str) -> subprocess.Popen:
 
 
 def wait_for_running_trial(project: Path, worker: subprocess.Popen) -> None:
-    """Poll the storage (bounded) until the worker has a trial RUNNING."""
+    """Poll the storage (bounded) until the worker's RUNNING trial has finished an epoch."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert worker.poll() is None, worker.stderr.read()[-3000:]
         if (project / "optuna" / "studies.db").exists():
             try:
-                if any(t.state.name == "RUNNING" for t in study_in(project).trials):
+                # Past its first epoch, so heartbeats are recorded: Optuna never marks a trial
+                # stale that was killed before its first heartbeat.
+                if any(
+                    t.state.name == "RUNNING" and t.intermediate_values
+                    for t in study_in(project).trials
+                ):
                     return
             except KeyError:  # the study is not created yet
                 pass
