@@ -313,6 +313,32 @@ def trial_run(parent_id: str, number: int, params: dict[str, Any]) -> Iterator[d
         mlflow.end_run(status=STATE_TO_STATUS[outcome["state"]])
 
 
+@contextmanager
+def retrain_run(parent_id: str, best: dict[str, Any]) -> Iterator[None]:
+    """A child run of the study for retraining its best trial (and registering the model)."""
+    parent = mlflow.get_run(parent_id)
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id,
+        run_name=f"trial-{best['trial']}-retrained",
+        parent_run_id=parent_id,
+        tags={"retrained_trial": str(best["trial"])},
+    ):
+        mlflow.log_params(best["params"])
+        yield
+
+
+def register_challenger(
+    model: keras.Model, sample: np.ndarray, name: str, tags: Mapping[str, Any]
+) -> str:
+    """Log and register the model as `challenger` (never `champion`: that needs a test score)."""
+    version = log_and_register(model, sample, name)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    for key, value in {"source": "tune", **tags}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    return version
+
+
 def log_study_summary(
     parent_id: str, figures: dict[str, Any], trials: pd.DataFrame, best: dict[str, Any]
 ) -> None:

@@ -27,39 +27,22 @@ import keras
 import matplotlib
 import optuna
 from filelock import FileLock
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna_integration import TFKerasPruningCallback
 from ruamel.yaml import YAML
 
 import config
 import data
 import files
+import studies
 import tracking
 import train
 from errors import PipelineError, exit_on_error
 
 matplotlib.use("Agg")
-STUDIES_DB = config.ROOT / "optuna" / "studies.db"
 BEST_FILE = config.REPORTS_DIR / "tune" / "best_params.yaml"
 # optuna.visualization.matplotlib is marked experimental; its warning is noise for our users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
-    """SQLite by default (measured: a 60 s lock timeout held 64 workers, the default 5 s lost
-    trials); any RDB URL for workers on many machines. Heartbeats turn a killed worker's
-    RUNNING trial into FAIL and retry it once."""
-    if url is None:
-        url = f"sqlite:///{STUDIES_DB}"
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    retry_once = RetryHeartbeatStaleTrialCallback(max_retry=1)
-    return RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=tune.heartbeat_s,
-        grace_period=tune.grace_s,
-        heartbeat_stale_trial_callback=retry_once,
-    )
 
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
@@ -88,34 +71,68 @@ def suggest(trial: optuna.Trial, space: dict[str, config.Dimension]) -> dict[str
 class Objective:
     """Train one candidate with train.fit and return its final validation accuracy."""
 
-    def __init__(self, splits: data.Splits, scaling: dict[str, float], parent_id: str) -> None:
-        self.splits, self.scaling, self.parent_id = splits, scaling, parent_id
+    def __init__(
+        self,
+        splits: data.Splits,
+        scaling: dict[str, float],
+        parent_id: str,
+        rdb: RDBStorage | None = None,  # None: an in-memory study, no worker can die apart
+    ) -> None:
+        self.splits, self.scaling, self.parent_id, self.rdb = splits, scaling, parent_id, rdb
         self.space = config.load().tune.space
         self.device = runtime.configure()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.rdb is not None:
+            studies.sign_in(self.rdb, trial)
+            studies.fail_orphans(self.rdb, trial.study)
         chosen = suggest(trial, self.space)
-        params = config.load(overrides=[f"{key}={value}" for key, value in chosen.items()])
+        params = config.load(overrides=overrides(chosen))
         keras.backend.clear_session()  # free the previous trial's graphs (memory grows otherwise)
         with tracking.trial_run(self.parent_id, trial.number, chosen) as outcome:
             try:
-                fitted = train.fit(
-                    self.splits,
-                    params.train,
-                    params.seed,
-                    self.scaling,
-                    self.device,
-                    verbose=0,
-                    callbacks=[
-                        TFKerasPruningCallback(trial, "val_accuracy"),
-                        tracking.EpochMetrics(),
-                    ],
-                )
+                fitted = self.fit(params, [TFKerasPruningCallback(trial, "val_accuracy")])
             except optuna.TrialPruned:
                 outcome["state"] = "PRUNED"
                 raise
             outcome["state"] = "COMPLETE"
         return fitted.final()["val_accuracy"]
+
+    def fit(
+        self, params: config.Params, callbacks: list[keras.callbacks.Callback] = ()
+    ) -> train.Fitted:
+        return train.fit(
+            self.splits,
+            params.train,
+            params.seed,
+            self.scaling,
+            self.device,
+            verbose=0,
+            callbacks=[*callbacks, tracking.EpochMetrics()],
+        )
+
+
+def overrides(chosen: dict[str, Any]) -> list[str]:
+    return [f"{key}={value}" for key, value in chosen.items()]
+
+
+def register_best(objective: Objective, study: str, best: dict[str, Any], name: str) -> None:
+    """Retrain the best trial's params (same seed: on CPU, the same weights) and register the
+    model as `challenger`; tuning never reads the test set, so `champion` is evaluate's call."""
+    print(f"retraining trial {best['trial']} to register it ...", flush=True)
+    params = config.load(overrides=overrides(best["params"]))
+    keras.backend.clear_session()
+    with tracking.retrain_run(objective.parent_id, best):
+        fitted = objective.fit(params)
+        val = fitted.final()["val_accuracy"]
+        tags = {"study": study, "trial": best["trial"], "trial_val_accuracy": best["value"]}
+        version = tracking.register_challenger(
+            fitted.model, objective.splits.val.x[:5], name, tags | {"val_accuracy": val}
+        )
+    print(
+        f"registered {name} version {version} as challenger: val_accuracy {val:.4f} "
+        f"(the trial's: {best['value']:.4f})"
+    )
 
 
 def report_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -179,7 +196,7 @@ def apply_to_params(best_params: dict[str, Any], path: Path = config.PARAMS_FILE
         config.load(tmp)  # an invalid result never replaces params.yaml
 
 
-def summarize(study: optuna.Study, parent_id: str, apply: bool) -> None:
+def summarize(study: optuna.Study, parent_id: str, apply: bool) -> dict[str, Any]:
     best = best_of(study)
     tracking.log_study_summary(parent_id, figures(study), study.trials_dataframe(), best)
     with files.atomic_path(BEST_FILE) as tmp, tmp.open("w") as handle:
@@ -191,6 +208,7 @@ def summarize(study: optuna.Study, parent_id: str, apply: bool) -> None:
         print("params.yaml updated with the tuned keys: run `dvc repro` to retrain the winner")
     else:
         print("to retrain the winner with `dvc repro`, rerun with --apply (or edit params.yaml)")
+    return best
 
 
 def parse_args(defaults: config.TuneParams, argv: list[str] | None) -> argparse.Namespace:
@@ -201,6 +219,11 @@ def parse_args(defaults: config.TuneParams, argv: list[str] | None) -> argparse.
     parser.add_argument("--storage", default=defaults.storage, help="RDB URL (default: sqlite)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--apply", action="store_true", help="write the winner to params.yaml")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="retrain the winner and register it in MLflow as `challenger`",
+    )
     parser.add_argument(
         "--summary-only",
         action="store_true",
@@ -213,10 +236,10 @@ def run(argv: list[str] | None = None) -> None:
     params = config.load()
     args = parse_args(params.tune, argv)
     splits, scaling = train.load_inputs(config.PROCESSED_DIR)
-    STUDIES_DB.parent.mkdir(exist_ok=True)
+    studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     # Workers started together would race to create the tables and the parent run: take turns.
-    with FileLock(STUDIES_DB.with_suffix(".lock")):
-        study_storage = storage(args.storage, params.tune)
+    with FileLock(studies.STUDIES_DB.with_suffix(".lock")):
+        study_storage = studies.storage(args.storage, params.tune)
         study = optuna.create_study(
             study_name=args.study,
             storage=study_storage,
@@ -228,6 +251,8 @@ def run(argv: list[str] | None = None) -> None:
     # Seeded for reproducibility; offset by the trials already run so that a worker joining a
     # study (or resuming it) does not replay the first worker's draws.
     study.sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
+    objective = Objective(splits, scaling, parent_id, study_storage)
+    studies.fail_orphans(study_storage, study)
     if not args.summary_only:
         callbacks = [report_trial]
         if params.tune.max_trials:
@@ -238,7 +263,7 @@ def run(argv: list[str] | None = None) -> None:
         )
         try:
             study.optimize(
-                Objective(splits, scaling, parent_id),
+                objective,
                 n_trials=args.n_trials,
                 timeout=args.timeout,
                 callbacks=callbacks,
@@ -251,7 +276,9 @@ def run(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
             )
             sys.exit(130)
-    summarize(study, parent_id, args.apply)
+    best = summarize(study, parent_id, args.apply)
+    if args.register:
+        register_best(objective, args.study, best, params.tracking.registered_model)
 
 
 @exit_on_error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 
 import config
 import data
+import studies
 import tracking
 import tune
 from conftest import REPO, run_stage
@@ -119,6 +121,34 @@ def test_a_killed_workers_trial_fails_and_is_retried_once(tune_project):
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert "RUNNING" not in {t.state.name for t in trials}
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    tune_params = config.load().tune.model_copy(update={"grace_s": 10})
+    rdb = studies.storage(f"sqlite:///{tmp_path}/studies.db", tune_params)
+    study = optuna.create_study(study_name="orphans", storage=rdb, direction="maximize")
+    study.ask()  # RUNNING, never signed in: its worker died before the trial began
+    studies.sign_in(rdb, study.ask())  # RUNNING and alive: Optuna's heartbeats watch this one
+    now = datetime.datetime.now()
+    assert studies.fail_orphans(rdb, study, now) == []  # within the grace period: may be starting
+    later = now + datetime.timedelta(seconds=11)
+    assert studies.fail_orphans(rdb, study, later) == [0]
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
+    assert study.trials[2].system_attrs["failed_trial"] == 0  # the retry, queued once
+    assert studies.fail_orphans(rdb, study, later) == []
+
+
+def test_register_retrains_the_winner_and_registers_it_as_challenger(tune_project):
+    result = run_stage(tune_project, "tune", args=["--n-trials", "1", "--register"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    version = client.get_model_version_by_alias("mnist-cnn", "challenger")
+    assert version.tags["source"] == "tune" and version.tags["trial"] == "0"
+    trial_value = study_in(tune_project).best_value
+    assert float(version.tags["val_accuracy"]) == trial_value  # deterministic retraining on CPU
+    assert "champion" not in client.get_registered_model("mnist-cnn").aliases
+    images = synthetic_digits(3, seed=5)[0][..., np.newaxis]
+    assert tracking.load_model("models:/mnist-cnn@challenger")(images).shape == (3, 10)
 
 
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
