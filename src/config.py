@@ -69,6 +69,7 @@ class TrainParams(Strict):
     learning_rate: Annotated[float, Field(gt=0, le=1)]
     lr_schedule: Literal["constant", "cosine"]
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: no weight averaging
     batch_size: Annotated[int, Field(ge=1, le=8192)]
     epochs: Annotated[int, Field(ge=1, le=500)]
 

@@ -97,12 +97,19 @@ def learning_rate(
 
 def optimizer(params: config.TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr = learning_rate(params, steps_per_epoch)
+    ema = {"use_ema": params.ema_momentum is not None, "ema_momentum": params.ema_momentum or 0.99}
     return {
-        "adam": lambda: keras.optimizers.Adam(lr),
-        "adamw": lambda: keras.optimizers.AdamW(lr),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr),
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
+        "adam": lambda: keras.optimizers.Adam(lr, **ema),
+        "adamw": lambda: keras.optimizers.AdamW(lr, **ema),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **ema),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema),
     }[params.optimizer]()
+
+
+def ema_swap(params: config.TrainParams) -> list[keras.callbacks.Callback]:
+    """With weight averaging, every epoch-end callback and the validation see the averaged
+    weights, which are also the weights the model ends with (Keras' finalize step)."""
+    return [] if params.ema_momentum is None else [keras.callbacks.SwapEMAWeights(True)]
 
 
 def fit(
@@ -131,7 +138,7 @@ def fit(
         dataset(splits.train, params.batch_size, shuffle=True, seed=seed),
         validation_data=dataset(splits.val, 1024, shuffle=False, seed=seed),
         epochs=params.epochs,
-        callbacks=[log, *callbacks],
+        callbacks=[*ema_swap(params), log, *callbacks],
         verbose=verbose,
         shuffle=False,  # the dataset already reshuffles itself each epoch, seeded
     )

@@ -53,6 +53,16 @@ def test_fit_learns_the_synthetic_digits(splits, device):
     assert fitted.final()["val_accuracy"] >= 0.9  # chance is 0.1
 
 
+def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(splits, device):
+    averaged = train.fit(splits, tiny(ema_momentum=0.9), seed=0, scaling=UNIT, device=device)
+    plain = train.fit(splits, tiny(ema_momentum=None), seed=0, scaling=UNIT, device=device)
+    for fitted in (averaged, plain):
+        probs = fitted.model.predict(splits.val.x, verbose=0)
+        loss = -np.log(probs[np.arange(len(splits.val)), splits.val.y]).mean()
+        assert loss == pytest.approx(fitted.final()["val_loss"], rel=1e-4)
+    assert averaged.final()["val_loss"] != plain.final()["val_loss"]
+
+
 def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device):
     runs = [
         train.fit(splits, tiny(), seed=s, scaling=UNIT, device=device, verbose=0).history

@@ -168,7 +168,7 @@ def test_register_retrains_the_winner_and_registers_it_as_challenger(tune_projec
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     copy = tmp_path / "params.yaml"
     copy.write_text((REPO / "params.yaml").read_text())
-    best = {"train.model.blocks.1.filters": 48, "train.learning_rate": 0.0031, "train.epochs": 9}
+    best = {"train.model.blocks.1.filters": 56, "train.learning_rate": 0.0031, "train.epochs": 9}
     tune.apply_to_params(best, copy)
     before = yaml.safe_load((REPO / "params.yaml").read_text())
     after = yaml.safe_load(copy.read_text())
