@@ -3,6 +3,7 @@
     python src/tune.py                       # defaults from params.yaml's `tune` section
     python src/tune.py --n-trials 5 --timeout 600 --study quick
     python src/tune.py --apply               # also write the winner into params.yaml
+    python src/tune.py --register            # also register the winner as `challenger`
 
 Every trial trains with train.fit (the project's one training loop) on the training split and is
 scored by validation accuracy; the test split is never read. Start the same command in several
@@ -20,6 +21,7 @@ import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,7 @@ class Objective:
         splits: data.Splits,
         scaling: dict[str, float],
         parent_id: str,
-        rdb: RDBStorage | None = None,  # None: an in-memory study, no worker can die apart
+        rdb: RDBStorage | None = None,  # None: an in-memory study, one process, no orphans
     ) -> None:
         self.splits, self.scaling, self.parent_id, self.rdb = splits, scaling, parent_id, rdb
         self.space = config.load().tune.space
@@ -119,7 +121,7 @@ class Objective:
         return fitted.final()["val_accuracy"]
 
     def fit(
-        self, params: config.Params, callbacks: list[keras.callbacks.Callback] = ()
+        self, params: config.Params, callbacks: Sequence[keras.callbacks.Callback] = ()
     ) -> train.Fitted:
         return train.fit(
             self.splits,
