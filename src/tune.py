@@ -254,6 +254,24 @@ def parse_args(defaults: config.TuneParams, argv: list[str] | None) -> argparse.
     return parser.parse_args(argv)
 
 
+def open_study(name: str, rdb: RDBStorage, pruner_name: str, existing: bool) -> optuna.Study:
+    """Join (or start) the study; with `existing`, a missing one is an error, not a new study."""
+    if existing:
+        if name not in optuna.get_all_study_names(rdb):
+            raise PipelineError(
+                f"no study named {name!r} in {rdb.url}; check --study/--storage, or run "
+                "without --summary-only to start it"
+            )
+        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner(pruner_name))
+    return optuna.create_study(
+        study_name=name,
+        storage=rdb,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=pruner(pruner_name),
+    )
+
+
 def run(argv: list[str] | None = None) -> None:
     params = config.load()
     args = parse_args(params.tune, argv)
@@ -262,13 +280,7 @@ def run(argv: list[str] | None = None) -> None:
     # Workers started together would race to create the tables and the parent run: take turns.
     with FileLock(studies.STUDIES_DB.with_suffix(".lock")):
         study_storage = studies.storage(args.storage, params.tune)
-        study = optuna.create_study(
-            study_name=args.study,
-            storage=study_storage,
-            direction="maximize",
-            load_if_exists=True,
-            pruner=pruner(params.tune.pruner),
-        )
+        study = open_study(args.study, study_storage, params.tune.pruner, args.summary_only)
         parent_id = tracking.study_run(params.tracking.experiment, args.study, study_storage.url)
     # Seeded for reproducibility; offset by the trials already run so that a worker joining a
     # study (or resuming it) does not replay the first worker's draws.

@@ -165,6 +165,15 @@ def test_register_retrains_the_winner_and_registers_it_as_challenger(tune_projec
     assert tracking.load_model("models:/mnist-cnn@challenger")(images).shape == (3, 10)
 
 
+def test_summary_of_a_missing_study_fails_without_creating_it(tune_project):
+    result = run_stage(tune_project, "tune", args=["--summary-only", "--study", "typo"])
+    assert result.returncode == 1
+    assert "no study named 'typo'" in result.stderr and "--summary-only" in result.stderr
+    storage = f"sqlite:///{tune_project}/optuna/studies.db"
+    assert "typo" not in optuna.get_all_study_names(storage)
+    assert mlflow_runs() == []
+
+
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     copy = tmp_path / "params.yaml"
     copy.write_text((REPO / "params.yaml").read_text())
