@@ -97,7 +97,8 @@ def learning_rate(
 
 def optimizer(params: config.TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr = learning_rate(params, steps_per_epoch)
-    ema = {"use_ema": params.ema_momentum is not None, "ema_momentum": params.ema_momentum or 0.99}
+    momentum = params.ema_momentum
+    ema = {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
     return {
         "adam": lambda: keras.optimizers.Adam(lr, **ema),
         "adamw": lambda: keras.optimizers.AdamW(lr, **ema),
@@ -109,7 +110,9 @@ def optimizer(params: config.TrainParams, steps_per_epoch: int) -> keras.optimiz
 def ema_swap(params: config.TrainParams) -> list[keras.callbacks.Callback]:
     """With weight averaging, every epoch-end callback and the validation see the averaged
     weights, which are also the weights the model ends with (Keras' finalize step)."""
-    return [] if params.ema_momentum is None else [keras.callbacks.SwapEMAWeights(True)]
+    if params.ema_momentum is None:
+        return []
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
 
 
 def fit(
