@@ -58,17 +58,21 @@ def fail_orphans(
     (the storage's stale-trial callback); return their numbers. Safe when workers race."""
     now = now or datetime.datetime.now()
     grace = datetime.timedelta(seconds=rdb.grace_period or 0)
+    orphans = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if WORKER_ATTR not in trial.user_attrs and now - trial.datetime_start > grace
+    ]
+    retry = rdb.get_heartbeat_stale_trial_callback()
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if WORKER_ATTR in trial.user_attrs or now - trial.datetime_start <= grace:
-            continue
+    for trial in orphans:
+        tid = trial_id(rdb, study, trial.number)
         try:
-            if rdb.set_trial_state_values(trial_id(rdb, study, trial.number), TrialState.FAIL):
-                failed.append(trial.number)
+            if not rdb.set_trial_state_values(tid, TrialState.FAIL):
+                continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
             continue
-    retry = rdb.get_heartbeat_stale_trial_callback()
-    for number in failed:
+        failed.append(trial.number)
         if retry is not None:
-            retry(study, copy.deepcopy(rdb.get_trial(trial_id(rdb, study, number))))
+            retry(study, copy.deepcopy(rdb.get_trial(tid)))
     return failed

@@ -285,8 +285,7 @@ def run(argv: list[str] | None = None) -> None:
     # Seeded for reproducibility; offset by the trials already run so that a worker joining a
     # study (or resuming it) does not replay the first worker's draws.
     study.sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
-    objective = Objective(splits, scaling, parent_id, study_storage)
-    studies.fail_orphans(study_storage, study)
+    objective = Objective(splits, scaling, parent_id, study_storage)  # fails orphans per trial
     if not args.summary_only:
         callbacks = [report_trial]
         if params.tune.max_trials:
