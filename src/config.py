@@ -62,9 +62,17 @@ class ModelSpec(Strict):
     dense_dropout: Rate = 0.0
 
 
+class Augment(Strict):
+    """Random affine distortions of each training batch; inference sees the images untouched."""
+
+    shift: Annotated[float, Field(ge=0.0, le=0.3)] = 0.0  # up to this fraction of the side
+    rotate_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 0.0  # up to this many degrees
+
+
 class TrainParams(Strict):
     preset: Literal["seed_a", "seed_b", "seed_c", "seed_d"] | None
     model: ModelSpec
+    augment: Augment = Augment()
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"]
     learning_rate: Annotated[float, Field(gt=0, le=1)]
     lr_schedule: Literal["constant", "cosine"]
@@ -108,7 +116,7 @@ class TuneParams(Strict):
     max_trials: PositiveInt | None  # for the whole study, across workers
     timeout_s: Annotated[float, Field(gt=0)] | None
     seed: Annotated[int, Field(ge=0)]
-    pruner: Literal["median", "hyperband", "none"]
+    pruner: Literal["median", "halving", "hyperband", "none"]
     heartbeat_s: PositiveInt  # a RUNNING trial's worker proves it is alive this often
     grace_s: PositiveInt  # after this long without a heartbeat its trial is FAIL, retried once
     space: dict[str, Dimension] = Field(min_length=1)  # dotted params path -> dimension

@@ -9,10 +9,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from config import ConvBlock, ModelSpec
+from config import Augment, ConvBlock, ModelSpec
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+NO_AUGMENT = Augment()
 
 # The architectures of the seed documents, selectable with `train.preset`.
 PRESETS: dict[str, ModelSpec] = {
@@ -78,11 +79,28 @@ def dense_head(spec: ModelSpec) -> list[layers.Layer]:
     return stack
 
 
+def augmentation(augment: Augment) -> list[layers.Layer]:
+    """Random shifts and rotations, active only in training (Keras skips them in predict and
+    evaluate). They come before rescaling, so the pixels moved in are black (0) whatever the
+    scaling. Seeded from Keras' global seed, so a seeded run draws the same distortions."""
+    stack: list[layers.Layer] = []
+    if augment.shift:
+        stack.append(layers.RandomTranslation(augment.shift, augment.shift, fill_mode="constant"))
+    if augment.rotate_deg:
+        stack.append(layers.RandomRotation(augment.rotate_deg / 360, fill_mode="constant"))
+    return stack
+
+
 def build_cnn(
-    spec: ModelSpec, scale: float = 1 / 255, offset: float = 0.0, name: str = "cnn"
+    spec: ModelSpec,
+    scale: float = 1 / 255,
+    offset: float = 0.0,
+    name: str = "cnn",
+    augment: Augment = NO_AUGMENT,
 ) -> keras.Model:
     """A Sequential CNN that maps (N, 28, 28, 1) pixels in 0..255 to 10 class probabilities."""
-    stack = [keras.Input(INPUT_SHAPE, dtype="uint8"), layers.Rescaling(scale, offset)]
+    stack = [keras.Input(INPUT_SHAPE, dtype="uint8"), *augmentation(augment)]
+    stack.append(layers.Rescaling(scale, offset))
     for block in spec.blocks:
         stack += conv_block(block, spec.conv_activation)
     return keras.Sequential(stack + dense_head(spec), name=name)

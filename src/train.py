@@ -129,7 +129,9 @@ def fit(
     arch, spec = model.resolve(params.preset, params.model)
     steps = -(-len(splits.train) // params.batch_size)
     with device.strategy.scope():
-        cnn = model.build_cnn(spec, scaling["scale"], scaling["offset"], name=arch)
+        cnn = model.build_cnn(
+            spec, scaling["scale"], scaling["offset"], name=arch, augment=params.augment
+        )
         cnn.compile(
             optimizer=optimizer(params, steps),
             loss="sparse_categorical_crossentropy",

@@ -22,6 +22,7 @@ def test_the_repository_params_yaml_is_valid():
         ({"train": {"optimizer": "adamax"}}, "train.optimizer: Input should be 'adam', 'adamw'"),
         ({"train": {"preset": "seed_z"}}, "train.preset: Input should be 'seed_a'"),
         ({"preprocess": {"val_size": 1}}, "preprocess.val_size: Input should be greater than or"),
+        ({"train": {"augment": {"shift": 0.5}}}, "train.augment.shift: Input should be less than"),
     ],
 )
 def test_invalid_params_are_named_with_what_is_allowed(project, change, expected):

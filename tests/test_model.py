@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -43,3 +44,26 @@ def test_resolve_prefers_the_preset_over_the_spec():
     spec = config.load().train.model
     assert model.resolve(None, spec) == ("custom", spec)
     assert model.resolve("seed_c", spec) == ("seed_c", model.PRESETS["seed_c"])
+
+
+def test_augmentation_distorts_training_batches_only_and_fills_with_black():
+    keras.utils.set_random_seed(0)
+    distort = keras.Sequential(model.augmentation(config.Augment(shift=0.25, rotate_deg=15)))
+    white = np.full((8, 28, 28, 1), 255, dtype=np.uint8)
+    np.testing.assert_array_equal(distort(white, training=False), white)
+    moved = np.asarray(distort(white, training=True))
+    assert (moved == 0).any()  # pixels moved in are black, not reflections of the digit
+    assert (moved == 255).mean() > 0.5  # shifted and turned, not blanked
+
+
+def test_an_augmented_model_predicts_like_the_plain_one_and_survives_saving(tmp_path):
+    spec = config.load().train.model
+    augmented = model.build_cnn(spec, augment=config.Augment(shift=0.1, rotate_deg=10))
+    plain = model.build_cnn(spec)
+    plain.set_weights(augmented.get_weights())
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+    expected = plain.predict(pixels, verbose=0)
+    np.testing.assert_array_equal(augmented.predict(pixels, verbose=0), expected)
+    augmented.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), expected)

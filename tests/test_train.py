@@ -63,14 +63,24 @@ def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(sp
     assert averaged.final()["val_loss"] != plain.final()["val_loss"]
 
 
-def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device):
+@pytest.mark.parametrize("augment", [config.Augment(), config.Augment(shift=0.1, rotate_deg=10)])
+def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device, augment):
     runs = [
-        train.fit(splits, tiny(), seed=s, scaling=UNIT, device=device, verbose=0).history
+        train.fit(splits, tiny(augment=augment), seed=s, scaling=UNIT, device=device).history
         for s in (1, 1, 2)
     ]
     columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
     pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns])
     assert not runs[0][columns].equals(runs[2][columns])
+
+
+def test_fit_trains_on_augmented_batches(splits, device):
+    augment = config.Augment(shift=0.1, rotate_deg=10)
+    runs = [
+        train.fit(splits, tiny(augment=a), seed=1, scaling=UNIT, device=device).history["loss"]
+        for a in (config.Augment(), augment)
+    ]
+    assert not runs[0].equals(runs[1])
 
 
 def test_cpu_runtime_keeps_xla_off(splits, device):
