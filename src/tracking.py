@@ -238,18 +238,25 @@ def apply_registry_policy(name: str, version: str, accuracy: float, floor: float
     """The new version is `challenger`; `champion` moves to it only if `decide` says so."""
     client = mlflow.MlflowClient()
     decision = decide(accuracy, champion_accuracy(client, name), floor)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
     tags = {
         "test_accuracy": f"{accuracy:.6f}",
         "decision": decision.describe(),
-        "champion_accuracy_before": str(decision.champion_accuracy),
-        "floor": str(floor),
+        "champion_accuracy_before": decision.champion_accuracy,
+        "floor": floor,
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    mark_challenger(client, name, version, tags)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
     return decision
+
+
+def mark_challenger(
+    client: mlflow.MlflowClient, name: str, version: str, tags: Mapping[str, Any]
+) -> None:
+    """Point `challenger` at the version and tag it with the evidence it was judged on."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
 
 
 def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -332,10 +339,7 @@ def register_challenger(
 ) -> str:
     """Log and register the model as `challenger` (never `champion`: that needs a test score)."""
     version = log_and_register(model, sample, name)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    for key, value in {"source": "tune", **tags}.items():
-        client.set_model_version_tag(name, version, key, str(value))
+    mark_challenger(mlflow.MlflowClient(), name, version, {"source": "tune", **tags})
     return version
 
 
