@@ -61,10 +61,10 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=900)
     parser.add_argument("--train-images", type=int, default=15_000)
     parser.add_argument(
-        "--pruner", action="append", choices=["median", "hyperband"], help="default: both"
+        "--pruner", action="append", choices=["median", "halving", "hyperband"], help="default: all"
     )
     args = parser.parse_args()
-    args.pruner = args.pruner or ["median", "hyperband"]
+    args.pruner = args.pruner or ["median", "halving", "hyperband"]
     full, scaling = train.load_inputs(config.PROCESSED_DIR)
     n = args.train_images
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)

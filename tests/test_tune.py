@@ -28,6 +28,7 @@ TINY_SPACE = {
     "train.model.blocks.0.filters": {"low": 4, "high": 8},
     "train.model.dense.0": {"choices": [16, 32]},
     "train.learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+    "train.augment.shift": {"low": 0.0, "high": 0.1},
     "train.epochs": {"low": 1, "high": 2},
 }
 
@@ -177,7 +178,12 @@ def test_summary_of_a_missing_study_fails_without_creating_it(tune_project):
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     copy = tmp_path / "params.yaml"
     copy.write_text((REPO / "params.yaml").read_text())
-    best = {"train.model.blocks.1.filters": 56, "train.learning_rate": 0.0031, "train.epochs": 9}
+    best = {
+        "train.model.blocks.1.filters": 56,
+        "train.learning_rate": 0.0031,
+        "train.augment.rotate_deg": 7.5,
+        "train.epochs": 9,
+    }
     tune.apply_to_params(best, copy)
     before = yaml.safe_load((REPO / "params.yaml").read_text())
     after = yaml.safe_load(copy.read_text())
