@@ -21,6 +21,9 @@ from optuna.trial import TrialState
 import config
 
 STUDIES_DB = config.ROOT / "optuna" / "studies.db"
+# Held while a process opens the default storage: two processes creating its tables at once
+# collide (sqlite3.IntegrityError on alembic_version; optuna/optuna#4621).
+STUDIES_LOCK = STUDIES_DB.with_suffix(".lock")
 WORKER_ATTR = "worker"
 
 

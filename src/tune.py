@@ -283,7 +283,7 @@ def run(argv: list[str] | None = None) -> None:
     splits, scaling = train.load_inputs(config.PROCESSED_DIR)
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     # Workers started together would race to create the tables and the parent run: take turns.
-    with FileLock(studies.STUDIES_DB.with_suffix(".lock")):
+    with FileLock(studies.STUDIES_LOCK):
         study_storage = studies.storage(args.storage, params.tune)
         study = open_study(args.study, study_storage, params.tune.pruner, args.summary_only)
         parent_id = tracking.study_run(params.tracking.experiment, args.study, study_storage.url)

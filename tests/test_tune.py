@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from filelock import FileLock
 
 import config
 import data
@@ -54,7 +55,9 @@ def set_tune(project: Path, **values: object) -> None:
 
 
 def study_in(project: Path, name: str = "mnist-cnn") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/optuna/studies.db")
+    """The project's study, opened under the lock its workers hold while creating the tables."""
+    with FileLock(project / studies.STUDIES_LOCK.relative_to(config.ROOT)):
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/optuna/studies.db")
 
 
 def mlflow_runs() -> list[mlflow.entities.Run]:
