@@ -97,7 +97,21 @@ def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
     assert child.data.tags["trial_state"] == "PRUNED" and child.info.status == "KILLED"
 
 
-def test_trials_report_at_the_percent_of_their_schedule_done():
+def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
+    """A pruner that would stop every trial stops it only up to the last prune epoch."""
+    always = optuna.pruners.ThresholdPruner(lower=1.01)
+    study = optuna.create_study(pruner=tune.EarlyOnly(always, tune.LAST_PRUNE_EPOCH))
+    trial = study.ask()
+    decisions = []
+    for step in range(1, tune.LAST_PRUNE_EPOCH + 3):
+        trial.report(0.5, step)
+        decisions.append(trial.should_prune())
+    assert decisions == [True] * tune.LAST_PRUNE_EPOCH + [False, False]
+    names = ["median", "halving", "hyperband", "none"]
+    assert all(isinstance(tune.pruner(name), tune.EarlyOnly) for name in names)
+
+
+def test_trials_report_each_epoch_at_the_epochs_trained():
     images, labels = synthetic_digits(120, seed=3)
     x = images[..., np.newaxis]
     splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
@@ -107,7 +121,7 @@ def test_trials_report_at_the_percent_of_their_schedule_done():
     objective.space = config.load(overrides=[f"tune.space={tiny}"]).tune.space
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.optimize(objective, n_trials=1)
-    assert sorted(study.trials[0].intermediate_values) == [25, 50, 75, 100]
+    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4]
 
 
 def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tune_project):
