@@ -68,8 +68,9 @@ def pruner(name: str) -> optuna.pruners.BasePruner:
     """Steps are epochs trained (see EpochReport), and nothing is pruned after LAST_PRUNE_EPOCH.
     Median: stop a trial below the median of earlier trials at the same epoch (after 3 trials).
     Successive halving: after 1 and 4 epochs only the best quarter of the trials that got there
-    go on. Hyperband: the same rungs, hedged over brackets that prune later. bench/bench_tune.py
-    measures them against each other and against no pruning."""
+    go on. Hyperband: the same rungs, hedged over brackets that prune later (wrapped, it no
+    longer shows TPE its brackets: Optuna looks for a HyperbandPruner on the study).
+    bench/bench_tune.py measures them against each other and against no pruning."""
     inner = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
