@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -318,6 +318,26 @@ def trial_run(parent_id: str, number: int, params: dict[str, Any]) -> Iterator[d
         mlflow.set_tag("trial_state", outcome["state"])
         mlflow.log_metric("duration_s", time.monotonic() - start)
         mlflow.end_run(status=STATE_TO_STATUS[outcome["state"]])
+
+
+def fail_dead_trial_runs(parent_id: str, failed_trials: Iterable[int]) -> list[str]:
+    """End as FAILED the child runs still RUNNING of trials Optuna has failed: a worker killed
+    mid-trial never reaches trial_run's `finally`, and Optuna fails its trial later, from another
+    worker. Returns the ids of the runs ended."""
+    numbers = {str(number) for number in failed_trials}
+    if not numbers:
+        return []
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent_id).info.experiment_id
+    running = client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+    )
+    dead = [run.info.run_id for run in running if run.data.tags.get("optuna_trial") in numbers]
+    for run_id in dead:
+        client.set_tag(run_id, "trial_state", "FAIL")
+        client.set_terminated(run_id, "FAILED")
+    return dead
 
 
 @contextmanager

@@ -30,6 +30,7 @@ import matplotlib
 import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 from ruamel.yaml import YAML
 
 import config
@@ -133,6 +134,8 @@ class Objective:
         if self.rdb is not None:
             studies.sign_in(self.rdb, trial)
             studies.fail_orphans(self.rdb, trial.study)
+            failed = trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            tracking.fail_dead_trial_runs(self.parent_id, [t.number for t in failed])
         chosen = suggest(trial, self.space)
         params = config.load(overrides=overrides(chosen))
         keras.backend.clear_session()  # free the previous trial's graphs (memory grows otherwise)

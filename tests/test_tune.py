@@ -154,6 +154,8 @@ def test_a_killed_workers_trial_fails_and_is_retried_once(tune_project):
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert "RUNNING" not in {t.state.name for t in trials}
+    (killed,) = [r for r in mlflow_runs() if r.data.tags.get("optuna_trial") == "0"]
+    assert killed.info.status == "FAILED" and killed.data.tags["trial_state"] == "FAIL"
 
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
