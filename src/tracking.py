@@ -336,7 +336,7 @@ def fail_dead_trial_runs(parent_id: str, failed_trials: Iterable[int]) -> list[s
     dead = [run.info.run_id for run in running if run.data.tags.get("optuna_trial") in numbers]
     for run_id in dead:
         client.set_tag(run_id, "trial_state", "FAIL")
-        client.set_terminated(run_id, "FAILED")
+        client.set_terminated(run_id, STATE_TO_STATUS["FAIL"])
     return dead
 
 
