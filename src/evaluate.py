@@ -144,6 +144,7 @@ def main() -> None:
         f"-> {REPORT_DIR.relative_to(config.ROOT)}/"
     )
     print(registry)
+    print("next: `mlflow ui` in the repo root compares runs; `python src/tune.py` tunes params")
 
 
 if __name__ == "__main__":
