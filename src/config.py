@@ -131,6 +131,31 @@ class Params(Strict):
     tracking: TrackingParams
     tune: TuneParams
 
+    @model_validator(mode="after")
+    def _space_fits_train(self) -> Params:
+        """A misspelled or out-of-range search dimension fails here, before a study starts,
+        rather than failing every trial. Only train.* is searchable: trials reuse the
+        preprocessed data, so any other key would be searched without effect."""
+        for path, dim in self.tune.space.items():
+            if not path.startswith("train."):
+                raise ValueError(f"tune.space: {path}: only train.* keys can be searched")
+            for value in dim.choices if dim.choices is not None else (dim.low, dim.high):
+                _check_train_value(self.train, path, value)
+        return self
+
+
+def _check_train_value(train: TrainParams, path: str, value: Any) -> None:
+    tree = {"train": train.model_dump()}
+    try:
+        set_path(tree, path, value)
+        TrainParams.model_validate(tree["train"])
+    except ParamsError as err:
+        raise ValueError(f"tune.space: {err}") from err
+    except ValidationError as err:
+        problem = err.errors()[0]
+        reason = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+        raise ValueError(f"tune.space: {path}={value!r}: {reason}") from err
+
 
 class ParamsError(PipelineError):
     """params.yaml is missing, unparsable or invalid; the message says which key and why."""
@@ -204,7 +229,7 @@ def _describe(path: Path, err: ValidationError) -> str:
         reason = (
             "unknown key (check its spelling)"
             if problem["type"] == "extra_forbidden"
-            else problem["msg"]
+            else problem["msg"].removeprefix("Value error, ")
         )
-        lines.append(f"  {key}: {reason}")
+        lines.append(f"  {key}: {reason}" if key else f"  {reason}")  # no key: a cross-check
     return "\n".join(lines)

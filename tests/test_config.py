@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import config
@@ -71,3 +73,18 @@ def test_command_line_overrides_apply_before_validation():
 def test_bad_overrides_are_named(override, expected):
     with pytest.raises(config.ParamsError, match=expected):
         config.load(overrides=[override])
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ("{train.model.blocks.1.conv: {choices: [1, 2]}}", "blocks.1.conv=1: unknown key"),
+        ("{train.model.blocks.1.convs: {choices: [1, 5]}}", "convs=5: Input should be less than"),
+        ("{train.model.blocks.4.filters: {low: 8, high: 16}}", "4 is not a section"),
+        ("{train.epochs: {low: 0, high: 3}}", "train.epochs=0: Input should be greater than"),
+        ("{preprocess.scale: {choices: [unit]}}", "preprocess.scale: only train.* keys"),
+    ],
+)
+def test_a_search_space_that_cannot_make_valid_params_is_named(space, expected):
+    with pytest.raises(config.ParamsError, match=f"\n  tune.space: .*{re.escape(expected)}"):
+        config.load(overrides=[f"tune.space={space}"])
