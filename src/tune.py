@@ -303,6 +303,7 @@ def open_study(name: str, rdb: RDBStorage, pruner_name: str, existing: bool) -> 
 def run(argv: list[str] | None = None) -> None:
     params = config.load()
     args = parse_args(params.tune, argv)
+    tracking.connect(tracking.tracking_uri())  # a dead server fails here, before a study exists
     splits, scaling = train.load_inputs(config.PROCESSED_DIR)
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     # Workers started together would race to create the tables and the parent run: take turns.

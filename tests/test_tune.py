@@ -195,6 +195,13 @@ def test_summary_of_a_missing_study_fails_without_creating_it(tune_project):
     assert mlflow_runs() == []
 
 
+def test_an_unreachable_mlflow_server_fails_before_any_study_exists(tune_project):
+    result = run_stage(tune_project, "tune", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    assert "MLflow tracking server http://127.0.0.1:9 does not answer" in result.stderr
+    assert not (tune_project / "optuna" / "studies.db").exists()
+
+
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     copy = tmp_path / "params.yaml"
     copy.write_text((REPO / "params.yaml").read_text())
