@@ -7,7 +7,7 @@ out-of-range value fails before any work starts, with the key's dotted name in t
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -134,7 +134,7 @@ class Params(Strict):
     @model_validator(mode="after")
     def _space_fits_train(self) -> Params:
         """A misspelled or out-of-range search dimension fails here, before a study starts,
-        rather than failing every trial. Only train.* is searchable: trials reuse the
+        rather than in the first trial that draws it. Only train.* is searchable: trials reuse the
         preprocessed data, so any other key would be searched without effect."""
         for path, dim in self.tune.space.items():
             if not path.startswith("train."):
@@ -152,9 +152,7 @@ def _check_train_value(train: TrainParams, path: str, value: Any) -> None:
     except ParamsError as err:
         raise ValueError(f"tune.space: {err}") from err
     except ValidationError as err:
-        problem = err.errors()[0]
-        reason = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        raise ValueError(f"tune.space: {path}={value!r}: {reason}") from err
+        raise ValueError(f"tune.space: {path}={value!r}: {_reason(err.errors()[0])}") from err
 
 
 class ParamsError(PipelineError):
@@ -226,10 +224,12 @@ def _describe(path: Path, err: ValidationError) -> str:
     lines = [f"{path.name} is invalid:"]
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
-        reason = (
-            "unknown key (check its spelling)"
-            if problem["type"] == "extra_forbidden"
-            else problem["msg"].removeprefix("Value error, ")
-        )
+        reason = _reason(problem)
         lines.append(f"  {key}: {reason}" if key else f"  {reason}")  # no key: a cross-check
     return "\n".join(lines)
+
+
+def _reason(problem: Mapping[str, Any]) -> str:
+    if problem["type"] == "extra_forbidden":
+        return "unknown key (check its spelling)"
+    return problem["msg"].removeprefix("Value error, ")
