@@ -37,9 +37,11 @@ VARIANTS = {
 }
 
 
-def epoch_seconds(splits: data.Splits, scaling: dict, overrides: list[str], epochs: int) -> float:
+def epoch_seconds(
+    splits: data.Splits, scaling: dict, device: runtime.Device, overrides: list[str], epochs: int
+) -> float:
     params = config.load(overrides=[*overrides, f"train.epochs={epochs}"])
-    fitted = train.fit(splits, params.train, params.seed, scaling, runtime.configure(), verbose=0)
+    fitted = train.fit(splits, params.train, params.seed, scaling, device, verbose=0)
     return float(fitted.history["seconds"].iloc[1:].median())
 
 
@@ -51,7 +53,11 @@ def main() -> None:
     full, scaling = train.load_inputs(config.PROCESSED_DIR)
     n = args.train_images
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
-    seconds = {name: epoch_seconds(splits, scaling, o, args.epochs) for name, o in VARIANTS.items()}
+    device = runtime.configure()
+    seconds = {
+        name: epoch_seconds(splits, scaling, device, overrides, args.epochs)
+        for name, overrides in VARIANTS.items()
+    }
     base = seconds["default: one conv per block"]
     result = {
         "train_images": n,
