@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -33,6 +34,9 @@ import train
 import tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
+PRUNERS = [
+    p for p in typing.get_args(config.TuneParams.model_fields["pruner"].annotation) if p != "none"
+]
 
 
 def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: float) -> dict:
@@ -53,7 +57,15 @@ def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: f
         "cpu_hours": round(hours, 3),
         "trials_per_cpu_hour": round(len(states) / hours, 1),
         "best_val_accuracy": study.best_value,
+        "each": [trial_row(t) for t in study.trials],
     }
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> str:
+    """One line per trial, so a result can be explained: which trials ran long, and for how much."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    epochs = trial.params["train.epochs"]
+    return f"{trial.number} {trial.state.name} {trial.last_step}/{epochs} epochs {seconds:.0f} s"
 
 
 def main() -> None:
@@ -61,10 +73,10 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=900)
     parser.add_argument("--train-images", type=int, default=15_000)
     parser.add_argument(
-        "--pruner", action="append", choices=["median", "halving", "hyperband"], help="default: all"
+        "--pruner", action="append", choices=PRUNERS, help="repeatable; default: all"
     )
     args = parser.parse_args()
-    args.pruner = args.pruner or ["median", "halving", "hyperband"]
+    args.pruner = args.pruner or PRUNERS
     full, scaling = train.load_inputs(config.PROCESSED_DIR)
     n = args.train_images
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
