@@ -116,7 +116,7 @@ class TuneParams(Strict):
     max_trials: PositiveInt | None  # for the whole study, across workers
     timeout_s: Annotated[float, Field(gt=0)] | None
     seed: Annotated[int, Field(ge=0)]
-    pruner: Literal["quartile", "median", "halving", "hyperband", "none"]
+    pruner: Literal["decile", "quartile", "median", "halving", "hyperband", "none"]
     heartbeat_s: PositiveInt  # a RUNNING trial's worker proves it is alive this often
     grace_s: PositiveInt  # after this long without a heartbeat its trial is FAIL, retried once
     space: dict[str, Dimension] = Field(min_length=1)  # dotted params path -> dimension

@@ -67,15 +67,17 @@ class EarlyOnly(optuna.pruners.BasePruner):
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
     """Steps are epochs trained (see EpochReport), and nothing is pruned after LAST_PRUNE_EPOCH.
-    Quartile: at each epoch, stop a trial whose best so far is below the top quarter of the
-    complete trials at that epoch (after one complete trial). The bar is set by the winners so
-    far, so it rises as TPE closes in on good regions. Median: the same with the median, after
-    3 complete trials. Successive halving: after 1 and 4 epochs only the best quarter of all
-    trials that got there go on; that history includes TPE's random start-up trials, so once
-    TPE samples well nearly every trial is promoted. Hyperband: halving's rungs, hedged over
-    brackets that prune later (wrapped, it no longer shows TPE its brackets: Optuna looks for a
-    HyperbandPruner on the study). bench/bench_tune.py measures them against no pruning."""
+    Decile: at each epoch, stop a trial whose best so far is below the top tenth of the complete
+    trials at that epoch (after one complete trial). The bar is set by the winners so far, so it
+    rises as TPE closes in on good regions. Quartile: the same with the top quarter. Median: the
+    same with the median, after 3 complete trials. Successive halving: after 1 and 4 epochs
+    only the best quarter of all trials that got there go on; that history includes TPE's
+    random start-up trials, so once TPE samples well nearly every trial is promoted. Hyperband:
+    halving's rungs, hedged over brackets that prune later (wrapped, it no longer shows TPE its
+    brackets: Optuna looks for a HyperbandPruner on the study). bench/bench_tune.py measures
+    them against no pruning."""
     inner = {
+        "decile": lambda: optuna.pruners.PercentilePruner(10.0, n_startup_trials=1),
         "quartile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=1),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(

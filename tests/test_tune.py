@@ -112,6 +112,35 @@ def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
     assert names and all(isinstance(tune.pruner(name), tune.EarlyOnly) for name in names)
 
 
+def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_ones():
+    """The bar is the complete trials at the same epoch; pruned ones never lower it."""
+    study = optuna.create_study(direction="maximize", pruner=tune.pruner("quartile"))
+    for curve in ([0.90, 0.95], [0.92, 0.96], [0.94, 0.97], [0.96, 0.98]):
+        trial = study.ask()
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    for _ in range(4):  # counted, these would lower the epoch-1 bar to 0.925
+        trial = study.ask()
+        trial.report(0.10, 1)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+    def pruned_at(curve: list[float]) -> int | None:
+        trial = study.ask()
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return step
+        study.tell(trial, curve[-1])
+        return None
+
+    # Top quarter of the four complete trials: above 0.945 at epoch 1, 0.9725 at epoch 2.
+    assert pruned_at([0.93, 0.99]) == 1  # above the median, below the top quarter
+    assert pruned_at([0.95, 0.97]) == 2
+    assert pruned_at([0.95, 0.975]) is None
+
+
 def test_trials_report_each_epoch_at_the_epochs_trained():
     images, labels = synthetic_digits(120, seed=3)
     x = images[..., np.newaxis]
