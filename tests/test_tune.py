@@ -136,7 +136,7 @@ def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_on
         return None
 
     # Top quarter of the four complete trials: above 0.945 at epoch 1, 0.9725 at epoch 2.
-    assert pruned_at([0.93, 0.99]) == 1  # above the median, below the top quarter
+    assert pruned_at([0.93, 0.99]) == 1  # at the median, below the top quarter
     assert pruned_at([0.95, 0.97]) == 2
     assert pruned_at([0.95, 0.975]) is None
 
