@@ -31,7 +31,7 @@ PROJECT_FILES = (
 
 def dvc(root: Path, *args: str) -> str:
     env = venv_env()
-    env.setdefault("MNIST_MIRROR", str(SHARED_MNIST))
+    env["MNIST_MIRROR"] = str(SHARED_MNIST)  # resolved: the stages run in another directory
     env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: <checkout>/mlflow.db
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
