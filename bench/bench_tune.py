@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 import time
-import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -34,9 +33,7 @@ import train
 import tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
-PRUNERS = [
-    p for p in typing.get_args(config.TuneParams.model_fields["pruner"].annotation) if p != "none"
-]
+PRUNERS = [name for name in config.PRUNERS if name != "none"]
 
 
 def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: float) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -109,6 +109,11 @@ class Dimension(Strict):
         return self
 
 
+# tune.py builds each; bench/bench_tune.py measures them (README, Pruning).
+PrunerName = Literal["decile", "quartile", "median", "halving", "hyperband", "none"]
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
+
+
 class TuneParams(Strict):
     study: str = Field(min_length=1)
     storage: str | None  # None: the embedded default, see tune.py
@@ -116,7 +121,7 @@ class TuneParams(Strict):
     max_trials: PositiveInt | None  # for the whole study, across workers
     timeout_s: Annotated[float, Field(gt=0)] | None
     seed: Annotated[int, Field(ge=0)]
-    pruner: Literal["decile", "quartile", "median", "halving", "hyperband", "none"]
+    pruner: PrunerName
     heartbeat_s: PositiveInt  # a RUNNING trial's worker proves it is alive this often
     grace_s: PositiveInt  # after this long without a heartbeat its trial is FAIL, retried once
     space: dict[str, Dimension] = Field(min_length=1)  # dotted params path -> dimension

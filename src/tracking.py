@@ -280,8 +280,8 @@ STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 def study_run(experiment: str, study: str, storage: str) -> str:
-    """The study's parent run, shared by every worker of the study; created by the first."""
-    connect(tracking_uri())
+    """The study's parent run, shared by every worker of the study; created by the first.
+    The caller has connected: tune.run does so before it opens the study, to fail early."""
     project_run = os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run`: its run is the parent
     if project_run:
         mlflow.MlflowClient().set_tag(project_run, "optuna_study", study)

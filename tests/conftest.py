@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tracking
 from mnist_fakes import write_raw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,10 +32,12 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 @pytest.fixture(autouse=True)
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test logs to its own sqlite MLflow store, never to the repo's mlflow.db."""
+    """Every test logs to its own sqlite MLflow store, never to the repo's mlflow.db: in this
+    process (connected here, so no test inherits the last test's store) and in subprocesses."""
     uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
     (tmp_path / "mlruns-store").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.connect(uri)
     return uri
 
 
