@@ -79,7 +79,7 @@ def main() -> None:
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
     results = {"budget_s_per_arm": args.budget_s, "train_images": n}
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        tracking.connect(f"sqlite:///{tmp}/mlflow.db")
         for pruner in [*args.pruner, "none"]:
             print(f"--- pruner: {pruner}", flush=True)
             results[pruner] = arm(pruner, splits, scaling, args.budget_s)
