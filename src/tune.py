@@ -29,6 +29,7 @@ import keras
 import matplotlib
 import optuna
 from filelock import FileLock
+from matplotlib import pyplot
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from ruamel.yaml import YAML
@@ -216,7 +217,9 @@ def figures(study: optuna.Study) -> dict[str, Any]:
         except (ValueError, RuntimeError) as err:  # e.g. importances need 2+ complete trials
             print(f"plot {name} skipped: {err}")
             continue
-        drawn[name] = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        pyplot.close(figure)  # Optuna draws with pyplot, which holds figures until closed
+        drawn[name] = figure
     return drawn
 
 
