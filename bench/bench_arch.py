@@ -24,7 +24,7 @@ import runtime  # quiets TensorFlow before it loads
 import config
 import data
 import files
-import train
+import training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arch.json"
 BOTH_DOUBLE = ["train.model.blocks.0.kernel_size=3", "train.model.blocks.0.convs=2"]
@@ -41,7 +41,7 @@ def epoch_seconds(
     splits: data.Splits, scaling: dict, device: runtime.Device, overrides: list[str], epochs: int
 ) -> float:
     params = config.load(overrides=[*overrides, f"train.epochs={epochs}"])
-    fitted = train.fit(splits, params.train, params.seed, scaling, device, verbose=0)
+    fitted = training.fit(splits, params.train, params.seed, scaling, device, verbose=0)
     return float(fitted.history["seconds"].iloc[1:].median())
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=15_000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    full, scaling = train.load_inputs(config.PROCESSED_DIR)
+    full, scaling = training.load_inputs()
     n = args.train_images
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
     device = runtime.configure()

@@ -33,13 +33,14 @@ import data
 import model
 import tracking
 import train
+import training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tracking.json"
 
 
 def untracked(params: config.Params, out: Path, device: runtime.Device) -> None:
-    splits, scaling = train.load_inputs(config.PROCESSED_DIR)
-    fitted = train.fit(splits, params.train, params.seed, scaling, device, verbose=0)
+    splits, scaling = training.load_inputs()
+    fitted = training.fit(splits, params.train, params.seed, scaling, device, verbose=0)
     train.save_outputs(fitted, out / "model.keras", out)
 
 
@@ -70,14 +71,14 @@ def tracked(params: config.Params, out: Path, device: runtime.Device) -> float:
     """The same work with the train stage's tracking calls, in the stage's order; returns the
     seconds spent inside those calls."""
     watch = Stopwatch()
-    splits, scaling = train.load_inputs(config.PROCESSED_DIR)
+    splits, scaling = training.load_inputs()
     arch, _ = model.resolve(params.train.preset, params.train.model)
     digest = watch(data.digest_dir, config.PROCESSED_DIR)
     tags = watch(tracking.lineage, params, digest, arch, "CPU")
     run = tracking.pipeline_run(params, tags)
     run_id = watch(run.__enter__)
     watch(train.track_inputs, splits, digest)
-    fitted = train.fit(
+    fitted = training.fit(
         splits,
         params.train,
         params.seed,

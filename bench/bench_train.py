@@ -38,7 +38,7 @@ import keras
 import config
 import data
 import model
-import train
+import training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 TARGET = 0.99
@@ -88,7 +88,7 @@ def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device
     print(f"training {params.preset or 'our default'} (seed {seed}) ...", flush=True)
     keras.backend.clear_session()
     clock = TestClock(test)
-    train.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
+    training.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
     return clock
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--part", action="append", choices=["speed", "seeds", "ours", "repro"])
     parts = set(parser.parse_args().part or ["speed", "seeds", "ours", "repro"])
     params = config.load()
-    splits, scaling = train.load_inputs(config.PROCESSED_DIR)
+    splits, scaling = training.load_inputs()
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     device = runtime.configure()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

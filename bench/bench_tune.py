@@ -32,7 +32,7 @@ import optuna
 import config
 import data
 import tracking
-import train
+import training
 import tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
@@ -122,7 +122,7 @@ def main() -> None:
     if not args.pruner and default == "none":
         parser.error("params.yaml's tune.pruner is none: name the pruners to measure (--pruner)")
     args.pruner = args.pruner or [default]
-    full, scaling = train.load_inputs(config.PROCESSED_DIR)
+    full, scaling = training.load_inputs()
     n = args.train_images or len(full.train.y)
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
     results = {"budget_s_per_arm": args.budget_s, "train_images": n}

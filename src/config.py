@@ -22,6 +22,13 @@ RAW_DIR = ROOT / "data" / "raw"
 PROCESSED_DIR = ROOT / "data" / "processed"
 MODELS_DIR = ROOT / "models"
 REPORTS_DIR = ROOT / "reports"
+# Every artifact a stage hands to another, defined once (dvc.yaml names the same files).
+MODEL_FILE = MODELS_DIR / "model.keras"
+RUN_FILE = MODELS_DIR / "mlflow_run.json"  # the MLflow run that evaluate resumes
+PREPROCESS_REPORTS = REPORTS_DIR / "preprocess"
+TRAIN_REPORTS = REPORTS_DIR / "train"
+EVAL_REPORTS = REPORTS_DIR / "eval"
+TUNE_REPORTS = REPORTS_DIR / "tune"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -69,6 +76,9 @@ class Augment(Strict):
     rotate_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 0.0  # up to this many degrees
 
 
+Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+
+
 class TrainParams(Strict):
     preset: Literal["seed_a", "seed_b", "seed_c", "seed_d"] | None
     model: ModelSpec
@@ -80,6 +90,7 @@ class TrainParams(Strict):
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: no weight averaging
     batch_size: Annotated[int, Field(ge=1, le=8192)]
     epochs: Annotated[int, Field(ge=1, le=500)]
+    precision: Precision = "auto"  # auto: float32 on CPU, mixed precision on GPU (runtime.py)
 
 
 class EvaluateParams(Strict):

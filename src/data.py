@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 import files
 from errors import PipelineError
@@ -99,6 +100,25 @@ def read_pair(raw_dir: Path, prefix: str) -> Split:
     if len(x) != len(y):
         raise DataError(f"{prefix}: {len(x)} images but {len(y)} labels")
     return Split(x, y)
+
+
+def carve_validation(full: Split, val_size: int, seed: int) -> Splits:
+    """Hold out `val_size` training images, stratified by digit: tuning never needs the test set."""
+    train_idx, val_idx = train_test_split(
+        np.arange(len(full)), test_size=val_size, stratify=full.y, random_state=seed
+    )
+    return Splits(
+        train=Split(full.x[train_idx], full.y[train_idx]),
+        val=Split(full.x[val_idx], full.y[val_idx]),
+    )
+
+
+def scaling(train: Split, method: str) -> dict[str, float]:
+    """Return (scale, offset) such that pixel * scale + offset is the model's input."""
+    if method == "unit":
+        return {"scale": 1 / 255, "offset": 0.0}
+    mean, std = float(train.x.mean()), float(train.x.std())
+    return {"scale": 1 / std, "offset": -mean / std}
 
 
 def save_split(path: Path, split: Split) -> None:

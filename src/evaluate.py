@@ -6,7 +6,7 @@ The only stage that reads the test split: metrics.json, per-digit report, the co
 
 from __future__ import annotations
 
-import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
+import runtime  # first: quiets the backends' start-up logging before keras loads them
 
 # isort: split
 
@@ -25,9 +25,6 @@ import files
 import plots
 import tracking
 from errors import exit_on_error
-from train import MODEL_FILE
-
-REPORT_DIR = config.REPORTS_DIR / "eval"
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,8 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
     tracking.log_table(ev.per_digit(), "eval/per_digit.json")
     confusion = pd.DataFrame(ev.confusion(), columns=[f"pred_{d}" for d in range(10)])
     tracking.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
-    tracking.log_files([*sorted(REPORT_DIR.glob("*.png")), REPORT_DIR / "metrics.json"], "eval")
+    report = config.EVAL_REPORTS
+    tracking.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     name = params.tracking.registered_model
     version = tracking.log_and_register(cnn, test.x[:8], name)
     accuracy = ev.metrics()["accuracy"]
@@ -129,19 +127,21 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
     runtime.configure()
-    if not MODEL_FILE.exists():
-        raise data.DataError(f"{MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)")
+    if not config.MODEL_FILE.exists():
+        raise data.DataError(
+            f"{config.MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)"
+        )
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     with tracking.resumed_run():
-        cnn = keras.saving.load_model(MODEL_FILE)
+        cnn = keras.saving.load_model(config.MODEL_FILE)
         ev = evaluate(cnn, test)
-        write_reports(test, ev, params.evaluate.gallery_size, REPORT_DIR)
+        write_reports(test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
         registry = track(cnn, test, ev, params)
     scores = ev.metrics()
     print(
         f"test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
-        f"-> {REPORT_DIR.relative_to(config.ROOT)}/"
+        f"-> {config.EVAL_REPORTS.relative_to(config.ROOT)}/"
     )
     print(registry)
     print("next: `mlflow ui` in the repo root compares runs; `python src/tune.py` tunes params")

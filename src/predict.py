@@ -7,7 +7,7 @@ python src/predict.py --model "models:/mnist-cnn@challenger" digit.png
 
 from __future__ import annotations
 
-import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
+import runtime  # first: quiets the backends' start-up logging before keras loads them
 
 # isort: split
 

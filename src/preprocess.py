@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 import config
 import data
@@ -18,27 +17,8 @@ import files
 import plots
 from errors import exit_on_error
 
-SAMPLES_PNG = config.REPORTS_DIR / "preprocess" / "samples.png"
-SUMMARY_JSON = config.REPORTS_DIR / "preprocess" / "summary.json"
-
-
-def carve_validation(full: data.Split, val_size: int, seed: int) -> data.Splits:
-    """Hold out `val_size` training images, stratified by digit: tuning never needs the test set."""
-    train_idx, val_idx = train_test_split(
-        np.arange(len(full)), test_size=val_size, stratify=full.y, random_state=seed
-    )
-    return data.Splits(
-        train=data.Split(full.x[train_idx], full.y[train_idx]),
-        val=data.Split(full.x[val_idx], full.y[val_idx]),
-    )
-
-
-def scaling(train: data.Split, method: str) -> dict[str, float]:
-    """Return (scale, offset) such that pixel * scale + offset is the model's input."""
-    if method == "unit":
-        return {"scale": 1 / 255, "offset": 0.0}
-    mean, std = float(train.x.mean()), float(train.x.std())
-    return {"scale": 1 / std, "offset": -mean / std}
+SAMPLES_PNG = config.PREPROCESS_REPORTS / "samples.png"
+SUMMARY_JSON = config.PREPROCESS_REPORTS / "summary.json"
 
 
 def summarize(splits: dict[str, data.Split]) -> dict[str, dict[str, int]]:
@@ -61,9 +41,9 @@ def main() -> None:
     params = config.load()
     full = data.read_pair(config.RAW_DIR, "train")
     test = data.read_pair(config.RAW_DIR, "t10k")
-    carved = carve_validation(full, params.preprocess.val_size, params.seed)
+    carved = data.carve_validation(full, params.preprocess.val_size, params.seed)
     splits = {"train": carved.train, "val": carved.val, "test": test}
-    write_outputs(splits, scaling(carved.train, params.preprocess.scale), config.PROCESSED_DIR)
+    write_outputs(splits, data.scaling(carved.train, params.preprocess.scale), config.PROCESSED_DIR)
     summary = summarize(splits)
     files.write_json(SUMMARY_JSON, summary)
     files.save_figure(

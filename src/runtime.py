@@ -1,44 +1,116 @@
-"""Device set-up: GPU when present (memory growth, mixed precision, multi-GPU), CPU otherwise.
+"""Backend and device set-up: the one module that knows which Keras backend runs.
 
-Call `configure()` once per process, before building any model.
+`KERAS_BACKEND` picks tensorflow (the default), jax or torch. `configure()` finds the devices,
+makes CPU runs deterministic, and on GPU sets memory growth, mixed precision, data parallelism
+over several GPUs and XLA. Call it once per process, before building any model. Import this
+module before keras: it quiets the backends' start-up logging, which must be set before they load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ start-up noise
+# JAX's counterpart of TF's memory growth: take GPU memory as needed, not 75% of it up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import keras
-import tensorflow as tf
+
+# Mixed precision on GPU: float16 matmuls/convs on tensor cores (Keras scales the loss), the
+# output layer stays float32 (model.py). bfloat16 needs no loss scaling but only Ampere and newer
+# have it; float16 runs on every CUDA GPU Keras supports. On CPU, float32: 16-bit is slower there.
+GPU_PRECISION = "mixed_float16"
+# Train steps per compiled call on GPU: this CNN's step is so short that launching it from Python
+# costs more than running it. On CPU a step is long enough that one per call costs nothing.
+GPU_STEPS_PER_EXECUTION = 32
 
 
 @dataclass(frozen=True)
 class Device:
+    backend: str  # tensorflow | jax | torch
     kind: str  # "CPU" or "GPU"
     count: int
-    strategy: tf.distribute.Strategy
+    precision: str  # the Keras dtype policy in force
+    scope: Callable[[], ContextManager]  # build and compile the model inside it
+    steps_per_execution: int = 1
 
     @property
     def jit_compile(self) -> bool | str:
-        """XLA only on GPU: on 2 CPU cores it made the seed CNN 2.8x slower (measured)."""
-        return "auto" if self.kind == "GPU" else False
+        """XLA on GPU. On CPU TensorFlow runs eagerly-compiled graphs: XLA made the CNN 2.8x
+        slower on 2 cores (measured). JAX always compiles; Keras' torch backend stays eager."""
+        if self.backend == "tensorflow" and self.kind == "CPU":
+            return False
+        return "auto"
 
     def describe(self) -> str:
-        return f"{self.count}x {self.kind}" if self.kind == "GPU" else "CPU"
+        where = f"{self.count}x GPU" if self.kind == "GPU" else "CPU"
+        return f"{self.backend} on {where}, {self.precision}"
 
 
-def configure() -> Device:
-    """Pick the device; on CPU also make every op deterministic."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        # Same seed + same data -> same metrics on CPU.
+def configure(precision: str = "auto") -> Device:
+    """Pick the devices and numerics; on CPU also make every op deterministic."""
+    backend = keras.backend.backend()
+    gpus = _gpu_count(backend)
+    if gpus == 0:
+        _deterministic(backend)
+    policy = resolve_precision(precision, gpus > 0)
+    keras.mixed_precision.set_global_policy(policy)
+    scope = _data_parallel(backend, gpus) if gpus > 1 else contextlib.nullcontext
+    if gpus == 0:
+        return Device(backend, "CPU", 1, policy, scope)
+    return Device(backend, "GPU", gpus, policy, scope, GPU_STEPS_PER_EXECUTION)
+
+
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    if precision != "auto":
+        return precision
+    return GPU_PRECISION if on_gpu else "float32"
+
+
+def _gpu_count(backend: str) -> int:
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            # Grab memory as needed instead of all of it, so other processes can share the GPU.
+            tf.config.experimental.set_memory_growth(gpu, True)
+        return len(gpus)
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        # Keras' distribution API has no torch implementation: it trains on one GPU.
+        return min(torch.cuda.device_count(), 1)
+    raise RuntimeError(f"KERAS_BACKEND={backend} is not supported: use tensorflow, jax or torch")
+
+
+def _deterministic(backend: str) -> None:
+    """Same seed + same data -> same metrics on CPU (keras.utils.set_random_seed seeds the rest)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
-        return Device("CPU", 1, tf.distribute.get_strategy())
-    for gpu in gpus:
-        # Grab memory as needed instead of all of it, so other processes can share the GPU.
-        tf.config.experimental.set_memory_growth(gpu, True)
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return Device("GPU", len(gpus), strategy)
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+    # JAX on CPU is deterministic for a fixed seed as it is.
+
+
+def _data_parallel(backend: str, gpus: int) -> Callable[[], ContextManager]:
+    """Replicate the model on every GPU and split each batch between them."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy().scope
+    # JAX (torch never gets here: see _gpu_count). The distribution applies process-wide.
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return contextlib.nullcontext

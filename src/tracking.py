@@ -1,8 +1,8 @@
 """Every MLflow call of the project: where runs go, lineage, per-epoch metrics, figures, models,
 and the registry's aliases. Stages and the tuner call this module; nothing else imports mlflow.
 
-One pipeline execution is one MLflow run: train opens it and writes its id to RUN_FILE (one of
-train's outputs); evaluate resumes it from there.
+One pipeline execution is one MLflow run: train opens it and writes its id to config.RUN_FILE
+(one of train's outputs); evaluate resumes it from there.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import data
 import files
 from errors import PipelineError
 
-RUN_FILE = config.MODELS_DIR / "mlflow_run.json"
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack.
 SERVING_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "pandas")
@@ -135,12 +134,12 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
         yield run.info.run_id
 
 
-def save_run_file(run_id: str, path: Path = RUN_FILE) -> None:
+def save_run_file(run_id: str, path: Path = config.RUN_FILE) -> None:
     files.write_json(path, {"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()})
 
 
 @contextmanager
-def resumed_run(path: Path = RUN_FILE) -> Iterator[str]:
+def resumed_run(path: Path = config.RUN_FILE) -> Iterator[str]:
     """Reopen the run that train started, so evaluation lands in the same run. Under
     `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run."""
     if not path.exists():

@@ -5,7 +5,7 @@
     python src/tune.py --apply               # also write the winner into params.yaml
     python src/tune.py --register            # also register the winner as `challenger`
 
-Every trial trains with train.fit (the project's one training loop) on the training split and is
+Every trial trains with training.fit (the project's one training loop) on the training split and is
 scored by validation accuracy; the test split is never read. Start the same command in several
 terminals to run workers in parallel: they join the same study, and a study resumes where it
 stopped. The default storage is a SQLite file with a 60 s lock timeout and heartbeats, so a
@@ -14,7 +14,7 @@ killed worker's trial is marked FAIL (by the next worker to start a trial) and r
 
 from __future__ import annotations
 
-import runtime  # first: quiets TensorFlow's C++ logging before TensorFlow loads
+import runtime  # first: quiets the backends' start-up logging before keras loads them
 
 # isort: split
 
@@ -39,11 +39,11 @@ import data
 import files
 import studies
 import tracking
-import train
+import training
 from errors import PipelineError, exit_on_error
 
 matplotlib.use("Agg")
-BEST_FILE = config.REPORTS_DIR / "tune" / "best_params.yaml"
+BEST_FILE = config.TUNE_REPORTS / "best_params.yaml"
 # optuna.visualization.matplotlib is marked experimental; its warning is noise for our users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -124,7 +124,7 @@ def suggest(trial: optuna.Trial, space: dict[str, config.Dimension]) -> dict[str
 
 
 class Objective:
-    """Train one candidate with train.fit and return its final validation accuracy."""
+    """Train one candidate with training.fit and return its final validation accuracy."""
 
     def __init__(
         self,
@@ -134,8 +134,9 @@ class Objective:
         rdb: RDBStorage | None = None,  # None: an in-memory study, one process, no orphans
     ) -> None:
         self.splits, self.scaling, self.parent_id, self.rdb = splits, scaling, parent_id, rdb
-        self.space = config.load().tune.space
-        self.device = runtime.configure()
+        params = config.load()
+        self.space = params.tune.space
+        self.device = runtime.configure(params.train.precision)
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.rdb is not None:
@@ -157,8 +158,8 @@ class Objective:
 
     def fit(
         self, params: config.Params, callbacks: Sequence[keras.callbacks.Callback] = ()
-    ) -> train.Fitted:
-        return train.fit(
+    ) -> training.Fitted:
+        return training.fit(
             self.splits,
             params.train,
             params.seed,
@@ -313,7 +314,7 @@ def run(argv: list[str] | None = None) -> None:
     params = config.load()
     args = parse_args(params.tune, argv)
     tracking.connect(tracking.tracking_uri())  # a dead server fails here, before a study exists
-    splits, scaling = train.load_inputs(config.PROCESSED_DIR)
+    splits, scaling = training.load_inputs()
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     # Workers started together would race to create the tables and the parent run: take turns.
     with FileLock(studies.STUDIES_LOCK):

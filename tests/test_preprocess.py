@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import data
-import preprocess
 from conftest import run_stage
 from mnist_fakes import synthetic_digits
 
@@ -20,7 +19,7 @@ def full() -> data.Split:
 
 
 def test_validation_split_is_stratified_disjoint_and_complete(full):
-    splits = preprocess.carve_validation(full, val_size=200, seed=7)
+    splits = data.carve_validation(full, val_size=200, seed=7)
     assert len(splits.val) == 200 and len(splits.train) == 800
     assert np.bincount(splits.val.y).tolist() == [20] * 10  # 10% of each digit
     rows = {row.tobytes() for row in np.concatenate([splits.train.x, splits.val.x])}
@@ -28,18 +27,18 @@ def test_validation_split_is_stratified_disjoint_and_complete(full):
 
 
 def test_validation_split_depends_only_on_the_seed(full):
-    first, again = (preprocess.carve_validation(full, 200, seed=7) for _ in range(2))
-    other = preprocess.carve_validation(full, 200, seed=8)
+    first, again = (data.carve_validation(full, 200, seed=7) for _ in range(2))
+    other = data.carve_validation(full, 200, seed=8)
     assert np.array_equal(first.val.x, again.val.x)
     assert not np.array_equal(first.val.x, other.val.x)
 
 
 def test_standardize_scaling_gives_zero_mean_unit_variance(full):
-    scale = preprocess.scaling(full, "standardize")
+    scale = data.scaling(full, "standardize")
     scaled = full.x * scale["scale"] + scale["offset"]
     assert scaled.mean() == pytest.approx(0, abs=1e-6)
     assert scaled.std() == pytest.approx(1, abs=1e-6)
-    assert preprocess.scaling(full, "unit") == {"scale": 1 / 255, "offset": 0.0}
+    assert data.scaling(full, "unit") == {"scale": 1 / 255, "offset": 0.0}
 
 
 def test_preprocess_stage_writes_splits_summary_and_sample_grid(project, mirror):

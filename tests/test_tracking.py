@@ -13,7 +13,7 @@ import data
 import model
 import runtime
 import tracking
-import train
+import training
 from conftest import closed_port_url
 from mnist_fakes import synthetic_digits
 
@@ -38,7 +38,7 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
     tiny = params.train.model_copy(update={"epochs": 2, "batch_size": 32})
     tags = tracking.lineage(params, "d" * 64, "custom", "CPU")
     with tracking.pipeline_run(params, tags):
-        train.fit(
+        training.fit(
             tiny_splits,
             tiny,
             0,

@@ -13,7 +13,7 @@ import config
 import data
 import runtime
 import tracking
-import train
+import training
 from conftest import run_stage
 from mnist_fakes import synthetic_digits
 
@@ -40,7 +40,7 @@ def tiny(**changes) -> config.TrainParams:
 
 
 def test_fit_logs_each_epochs_metrics_learning_rate_and_time(splits, device):
-    fitted = train.fit(splits, tiny(epochs=3), seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(splits, tiny(epochs=3), seed=0, scaling=UNIT, device=device, verbose=0)
     assert list(fitted.history["epoch"]) == [1, 2, 3]
     for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
         assert fitted.history[column].notna().all(), column
@@ -49,13 +49,13 @@ def test_fit_logs_each_epochs_metrics_learning_rate_and_time(splits, device):
 
 
 def test_fit_learns_the_synthetic_digits(splits, device):
-    fitted = train.fit(splits, tiny(epochs=4), seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(splits, tiny(epochs=4), seed=0, scaling=UNIT, device=device, verbose=0)
     assert fitted.final()["val_accuracy"] >= 0.9  # chance is 0.1
 
 
 def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(splits, device):
-    averaged = train.fit(splits, tiny(ema_momentum=0.9), seed=0, scaling=UNIT, device=device)
-    plain = train.fit(splits, tiny(ema_momentum=None), seed=0, scaling=UNIT, device=device)
+    averaged = training.fit(splits, tiny(ema_momentum=0.9), seed=0, scaling=UNIT, device=device)
+    plain = training.fit(splits, tiny(ema_momentum=None), seed=0, scaling=UNIT, device=device)
     for fitted in (averaged, plain):
         probs = fitted.model.predict(splits.val.x, verbose=0)
         loss = -np.log(probs[np.arange(len(splits.val)), splits.val.y]).mean()
@@ -66,7 +66,7 @@ def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(sp
 @pytest.mark.parametrize("augment", [config.Augment(), config.Augment(shift=0.1, rotate_deg=10)])
 def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device, augment):
     runs = [
-        train.fit(splits, tiny(augment=augment), seed=s, scaling=UNIT, device=device).history
+        training.fit(splits, tiny(augment=augment), seed=s, scaling=UNIT, device=device).history
         for s in (1, 1, 2)
     ]
     columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -77,21 +77,21 @@ def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device, augment):
 def test_fit_trains_on_augmented_batches(splits, device):
     augment = config.Augment(shift=0.1, rotate_deg=10)
     runs = [
-        train.fit(splits, tiny(augment=a), seed=1, scaling=UNIT, device=device).history["loss"]
+        training.fit(splits, tiny(augment=a), seed=1, scaling=UNIT, device=device).history["loss"]
         for a in (config.Augment(), augment)
     ]
     assert not runs[0].equals(runs[1])
 
 
 def test_cpu_runtime_keeps_xla_off(splits, device):
-    fitted = train.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0)
     assert device.kind == "CPU"
     assert fitted.model.jit_compile is False
 
 
 def test_constant_schedule_keeps_the_learning_rate(splits, device):
     params = tiny(lr_schedule="constant", learning_rate=0.01)
-    fitted = train.fit(splits, params, seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(splits, params, seed=0, scaling=UNIT, device=device, verbose=0)
     assert fitted.history["lr"].tolist() == pytest.approx([0.01, 0.01])
 
 

@@ -1,0 +1,162 @@
+"""The project's one training loop: `fit()` builds a fresh CNN and trains it on the splits.
+
+The train stage, the tuner and the benchmarks all call it. It is plain Keras 3 on numpy arrays,
+so it runs on any backend; tracking and pruning arrive as callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+import config
+import data
+import model
+import runtime
+
+VAL_BATCH = 1024  # validation only runs the forward pass: big batches are cheaper per image
+
+
+@dataclass(frozen=True)
+class Fitted:
+    model: keras.Model
+    arch: str
+    history: pd.DataFrame  # one row per epoch: epoch, loss, accuracy, val_*, lr, seconds
+
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics plus totals, as written to metrics.json."""
+        last = self.history.iloc[-1]
+        return {
+            "loss": float(last["loss"]),
+            "accuracy": float(last["accuracy"]),
+            "val_loss": float(last["val_loss"]),
+            "val_accuracy": float(last["val_accuracy"]),
+            "epochs": len(self.history),
+            "seconds": round(float(self.history["seconds"].sum()), 2),
+            "params": self.model.count_params(),
+        }
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Collect each epoch's metrics, learning rate and wall time (Keras' History has neither)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        # Added to Keras' shared logs dict, so the callbacks after this one (tracking) see it too.
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        seconds = time.perf_counter() - self._start
+        self.rows.append({"epoch": epoch + 1, **logs, "seconds": seconds})
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' SwapEMAWeights, with its last-epoch copy of the averaged weights made a real copy.
+
+    Keras 3.15 ends training with `average.assign(weight)`. On JAX that makes both variables
+    hold one array, and the next compiled step donates (frees) it: a predict or evaluate run
+    during fit (a callback's) then leaves the model's weights deleted ("Array has been deleted").
+    TensorFlow takes its own code path and keeps Keras' method."""
+
+    def _backend_finalize_ema_values(self, optimizer: keras.optimizers.Optimizer) -> None:
+        averages = optimizer._model_variables_moving_average
+        for weight, average in zip(optimizer._trainable_variables, averages, strict=True):
+            average.assign(keras.ops.copy(weight))
+
+
+def learning_rate(
+    params: config.TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Constant, or a linear warm-up to the peak followed by cosine decay to zero."""
+    if params.lr_schedule == "constant":
+        return params.learning_rate
+    total = params.epochs * steps_per_epoch
+    warmup = min(int(params.warmup_epochs * steps_per_epoch), total - 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(params.learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(
+        params.learning_rate / 20,
+        total - warmup,
+        warmup_target=params.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def optimizer(params: config.TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = learning_rate(params, steps_per_epoch)
+    momentum = params.ema_momentum
+    ema = {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
+    return {
+        "adam": lambda: keras.optimizers.Adam(lr, **ema),
+        "adamw": lambda: keras.optimizers.AdamW(lr, **ema),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **ema),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema),
+    }[params.optimizer]()
+
+
+def ema_swap(params: config.TrainParams) -> list[keras.callbacks.Callback]:
+    """With weight averaging, every epoch-end callback and the validation see the averaged
+    weights, which are also the weights the model ends with (Keras' finalize step)."""
+    if params.ema_momentum is None:
+        return []
+    return [SwapEMAWeights(swap_on_epoch=True)]
+
+
+def fit(
+    splits: data.Splits,
+    params: config.TrainParams,
+    seed: int,
+    scaling: dict[str, float],
+    device: runtime.Device,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> Fitted:
+    """Build a fresh CNN and fit it on the training split, validating on the validation split."""
+    keras.utils.set_random_seed(seed)  # same seed -> same weights and batches, whatever ran before
+    arch, spec = model.resolve(params.preset, params.model)
+    steps = -(-len(splits.train) // params.batch_size)
+    with device.scope():
+        cnn = model.build_cnn(
+            spec, scaling["scale"], scaling["offset"], name=arch, augment=params.augment
+        )
+        cnn.compile(
+            optimizer=optimizer(params, steps),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=device.jit_compile,
+            steps_per_execution=device.steps_per_execution,
+        )
+    log = EpochLog()
+    # uint8 numpy arrays: Keras batches them for every backend (on TensorFlow through tf.data),
+    # reshuffling each epoch from the seed set above.
+    cnn.fit(
+        splits.train.x,
+        splits.train.y,
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        validation_data=(splits.val.x, splits.val.y),
+        validation_batch_size=VAL_BATCH,
+        callbacks=[*ema_swap(params), log, *callbacks],
+        verbose=verbose,
+        shuffle=True,
+    )
+    return Fitted(cnn, arch, pd.DataFrame(log.rows))
+
+
+def load_inputs(processed: Path = config.PROCESSED_DIR) -> tuple[data.Splits, dict[str, float]]:
+    """The train and validation splits and the scaling the preprocess stage chose."""
+    splits = data.Splits(
+        train=data.load_split(processed / "train.npz"), val=data.load_split(processed / "val.npz")
+    )
+    return splits, json.loads((processed / "scaling.json").read_text())
