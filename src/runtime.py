@@ -62,7 +62,9 @@ def configure(precision: str = "auto") -> Device:
     scope = _data_parallel(backend, gpus) if gpus > 1 else contextlib.nullcontext
     if gpus == 0:
         return Device(backend, "CPU", 1, policy, scope)
-    return Device(backend, "GPU", gpus, policy, scope, GPU_STEPS_PER_EXECUTION)
+    # Keras' torch trainer runs one step per call (it refuses more).
+    steps = 1 if backend == "torch" else GPU_STEPS_PER_EXECUTION
+    return Device(backend, "GPU", gpus, policy, scope, steps)
 
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
