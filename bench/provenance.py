@@ -14,14 +14,16 @@ PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "mlflow", 
 
 
 def git_state() -> dict[str, str | bool]:
-    """HEAD and the dirty flag; where there is no git (a copied tree on a GPU box), the
-    BENCH_COMMIT / BENCH_DIRTY variables the sender set."""
+    """HEAD and the dirty flag. A tree copied to another machine (a GPU box) may carry a stale
+    .git: there the BENCH_COMMIT / BENCH_DIRTY variables the sender set take precedence."""
+    if "BENCH_COMMIT" in os.environ:
+        dirty = os.environ.get("BENCH_DIRTY", "unknown") != "false"
+        return {"commit": os.environ["BENCH_COMMIT"], "dirty": dirty}
     try:
         commit = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
-        commit = os.environ.get("BENCH_COMMIT", "unknown")
-        dirty = os.environ.get("BENCH_DIRTY", "unknown") != "false"
+        return {"commit": "unknown", "dirty": True}
     return {"commit": commit, "dirty": dirty}
 
 
