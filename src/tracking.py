@@ -33,8 +33,10 @@ import files
 from errors import PipelineError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-# Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack.
-SERVING_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "pandas")
+# Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack:
+# these, plus the Keras backend that trained the model (a .keras file loads on any backend).
+SERVING_PACKAGES = ("keras", "mlflow", "numpy", "pandas")
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
 class TrackingError(PipelineError):
@@ -117,6 +119,7 @@ def lineage(params: config.Params, data_digest: str, arch: str, device: str) -> 
         "data_digest": data_digest,
         "arch": arch,
         "device": device,
+        "keras_backend": keras.backend.backend(),
         "params_hash": hashlib.sha256(canonical).hexdigest()[:16],
     }
 
@@ -191,8 +194,10 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
 def log_and_register(model: keras.Model, sample: np.ndarray, registered_name: str) -> str:
     """Log the model with a signature (uint8 pixels -> 10 probabilities); return its new version."""
     signature = infer_signature(sample, model.predict(sample, verbose=0))
-    pins = [f"{package}=={metadata.version(package)}" for package in SERVING_PACKAGES]
-    info = mlflow.tensorflow.log_model(
+    packages = (*SERVING_PACKAGES, *BACKEND_PACKAGES[keras.backend.backend()])
+    pins = [f"{package}=={metadata.version(package)}" for package in packages]
+    # mlflow.keras: MLflow's flavor for Keras 3 on any backend (mlflow.tensorflow is for tf.keras).
+    info = mlflow.keras.log_model(
         model,
         name="model",
         signature=signature,
@@ -264,7 +269,7 @@ def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
     try:
         # The native flavor, not pyfunc: pyfunc's Keras wrapper predicts in batches of 32 with a
         # progress bar: 7.7k images/s against 13.0k here (bench/bench_serving.py).
-        model = mlflow.tensorflow.load_model(uri)
+        model = mlflow.keras.load_model(uri)
     except MlflowException as err:
         raise TrackingError(
             f"cannot load model {uri} from {mlflow.get_tracking_uri()}: "

@@ -36,14 +36,15 @@ def only_run(experiment: str) -> mlflow.entities.Run:
 def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
     params = config.load()
     tiny = params.train.model_copy(update={"epochs": 2, "batch_size": 32})
-    tags = tracking.lineage(params, "d" * 64, "custom", "CPU")
+    device = runtime.configure()
+    tags = tracking.lineage(params, "d" * 64, "custom", device.describe())
     with tracking.pipeline_run(params, tags):
         training.fit(
             tiny_splits,
             tiny,
             0,
             UNIT,
-            runtime.configure(),
+            device,
             callbacks=[tracking.EpochMetrics()],
             verbose=0,
         )
@@ -58,6 +59,8 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
         "false",
     }
     assert {"params_hash", "arch", "device"} <= set(run.data.tags)
+    assert run.data.tags["keras_backend"] == "tensorflow"
+    assert run.data.tags["device"] == "tensorflow on CPU, float32"
     client = mlflow.MlflowClient()
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]

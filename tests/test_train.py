@@ -137,3 +137,17 @@ def assert_one_complete_mlflow_run(test_accuracy: float) -> None:
     } <= logged
     version = mlflow.MlflowClient().get_model_version_by_alias("mnist-cnn", "challenger")
     assert str(version.version) == "1" and version.run_id == run.info.run_id
+
+
+def test_mixed_precision_trains_with_a_float32_output(splits):
+    """What a GPU may run, exercised on CPU: 16-bit compute, probabilities still float32."""
+    try:
+        device = runtime.configure("mixed_bfloat16")
+        fitted = training.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device)
+        assert fitted.model.layers[1].dtype_policy.name == "mixed_bfloat16"
+        probs = fitted.model.predict(splits.val.x, verbose=0)
+    finally:
+        runtime.configure()  # the policy is process-wide: back to float32 for the other tests
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    assert device.describe() == "tensorflow on CPU, mixed_bfloat16"
