@@ -72,8 +72,10 @@ def trials(clone: Path) -> dict:
 
 
 def retrained(clone: Path) -> dict:
-    train_metrics = json.loads((clone / "reports" / "train" / "metrics.json").read_text())
-    eval_metrics = json.loads((clone / "reports" / "eval" / "metrics.json").read_text())
+    def metrics(reports: Path) -> dict:
+        return json.loads((clone / reports.relative_to(config.ROOT) / "metrics.json").read_text())
+
+    train_metrics, eval_metrics = metrics(config.TRAIN_REPORTS), metrics(config.EVAL_REPORTS)
     return {
         "val_accuracy": train_metrics["val_accuracy"],
         "test_accuracy": eval_metrics["accuracy"],

@@ -29,6 +29,7 @@ PREPROCESS_REPORTS = REPORTS_DIR / "preprocess"
 TRAIN_REPORTS = REPORTS_DIR / "train"
 EVAL_REPORTS = REPORTS_DIR / "eval"
 TUNE_REPORTS = REPORTS_DIR / "tune"
+BEST_PARAMS_FILE = TUNE_REPORTS / "best_params.yaml"  # tune.py's winner, for --apply
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]

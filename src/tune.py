@@ -43,7 +43,6 @@ import training
 from errors import PipelineError, exit_on_error
 
 matplotlib.use("Agg")
-BEST_FILE = config.TUNE_REPORTS / "best_params.yaml"
 # optuna.visualization.matplotlib is marked experimental; its warning is noise for our users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -259,10 +258,10 @@ def apply_to_params(best_params: dict[str, Any], path: Path = config.PARAMS_FILE
 def summarize(study: optuna.Study, parent_id: str, apply: bool) -> dict[str, Any]:
     best = best_of(study)
     tracking.log_study_summary(parent_id, figures(study), study.trials_dataframe(), best)
-    with files.atomic_path(BEST_FILE) as tmp, tmp.open("w") as handle:
+    with files.atomic_path(config.BEST_PARAMS_FILE) as tmp, tmp.open("w") as handle:
         YAML().dump(best, handle)
     print(f"best: trial {best['trial']}, val_accuracy {best['value']:.4f}, {best['params']}")
-    print(f"written to {BEST_FILE.relative_to(config.ROOT)}")
+    print(f"written to {config.BEST_PARAMS_FILE.relative_to(config.ROOT)}")
     if apply:
         apply_to_params(best["params"])
         print("params.yaml updated with the tuned keys: run `dvc repro` to retrain the winner")
