@@ -20,9 +20,11 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import keras
 
-# float32 on GPU too: for this small CNN, mixed precision measured no faster on an H200 (JAX,
-# bench/results/gpu_arms.json: 0.47 s/epoch float32, 0.60 mixed_float16, 0.49 mixed_bfloat16) and
-# compiled 3x longer; its casts cost what its 16-bit math saves. train.precision opts in.
+from errors import PipelineError
+
+# float32 on GPU too: for this small CNN, mixed_float16 was no faster on an H200 (JAX: 0.459 s per
+# epoch against 0.455) and compiled longer (11.2 s against 8.4; bench/README.md): its casts cost
+# what its 16-bit math saves. train.precision opts in.
 GPU_PRECISION = "float32"
 # Train steps per compiled call on GPU: this CNN's step is so short that launching it from Python
 # costs more than running it. On CPU a step is long enough that one per call costs nothing.
@@ -40,8 +42,8 @@ class Device:
 
     @property
     def jit_compile(self) -> bool | str:
-        """XLA on GPU. On CPU TensorFlow runs eagerly-compiled graphs: XLA made the CNN 2.8x
-        slower on 2 cores (measured). JAX always compiles; Keras' torch backend stays eager."""
+        """XLA on GPU, not for TensorFlow on CPU: there it made the seed CNN 2.8x slower on 2
+        cores (../shared/STACK_NOTES.md). "auto" is Keras' choice: XLA on JAX, eager on torch."""
         if self.backend == "tensorflow" and self.kind == "CPU":
             return False
         return "auto"
@@ -55,13 +57,12 @@ def configure(precision: str = "auto") -> Device:
     """Pick the devices and numerics; on CPU also make every op deterministic."""
     backend = keras.backend.backend()
     gpus = _gpu_count(backend)
+    policy = resolve_precision(precision, on_gpu=gpus > 0)
+    keras.mixed_precision.set_global_policy(policy)
     if gpus == 0:
         _deterministic(backend)
-    policy = resolve_precision(precision, gpus > 0)
-    keras.mixed_precision.set_global_policy(policy)
-    scope = _data_parallel(backend, gpus) if gpus > 1 else contextlib.nullcontext
-    if gpus == 0:
-        return Device(backend, "CPU", 1, policy, scope)
+        return Device(backend, "CPU", 1, policy, contextlib.nullcontext)
+    scope = _data_parallel(backend) if gpus > 1 else contextlib.nullcontext
     # Keras' torch trainer runs one step per call (it refuses more).
     steps = 1 if backend == "torch" else GPU_STEPS_PER_EXECUTION
     return Device(backend, "GPU", gpus, policy, scope, steps)
@@ -91,7 +92,7 @@ def _gpu_count(backend: str) -> int:
 
         # Keras' distribution API has no torch implementation: it trains on one GPU.
         return min(torch.cuda.device_count(), 1)
-    raise RuntimeError(f"KERAS_BACKEND={backend} is not supported: use tensorflow, jax or torch")
+    raise PipelineError(f"KERAS_BACKEND={backend} is not supported: set tensorflow, jax or torch")
 
 
 def _deterministic(backend: str) -> None:
@@ -107,7 +108,7 @@ def _deterministic(backend: str) -> None:
     # JAX on CPU is deterministic for a fixed seed as it is.
 
 
-def _data_parallel(backend: str, gpus: int) -> Callable[[], ContextManager]:
+def _data_parallel(backend: str) -> Callable[[], ContextManager]:
     """Replicate the model on every GPU and split each batch between them."""
     if backend == "tensorflow":
         import tensorflow as tf

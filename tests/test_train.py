@@ -83,9 +83,10 @@ def test_fit_trains_on_augmented_batches(splits, device):
     assert not runs[0].equals(runs[1])
 
 
-def test_cpu_runtime_keeps_xla_off(splits, device):
+def test_tensorflow_on_cpu_keeps_xla_off(splits, device):
+    if (device.backend, device.kind) != ("tensorflow", "CPU"):
+        pytest.skip(f"XLA is expected on {device.describe()}")
     fitted = training.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0)
-    assert device.kind == "CPU"
     assert fitted.model.jit_compile is False
 
 
@@ -150,4 +151,4 @@ def test_mixed_precision_trains_with_a_float32_output(splits):
         runtime.configure()  # the policy is process-wide: back to float32 for the other tests
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
-    assert device.describe() == "tensorflow on CPU, mixed_bfloat16"
+    assert device.describe().endswith(" on CPU, mixed_bfloat16")
