@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -37,6 +38,7 @@ import data
 import provenance
 import training
 from bench_train import TestClock
+from errors import exit_on_error
 
 TARGETS = {"seconds_per_epoch": 0.5, "test_accuracy": 0.994, "seconds_to_99": 12.0}
 
@@ -49,15 +51,24 @@ class Arm:
 
     @classmethod
     def parse(cls, text: str) -> Arm:
-        precision, steps, batch = text.split(":")
-        return cls(precision, _int_or_auto(steps), _int_or_auto(batch))
+        try:
+            precision, steps, batch = text.split(":")
+            if precision not in typing.get_args(config.Precision):
+                raise ValueError(precision)
+            return cls(precision, _int_or_auto(steps), _int_or_auto(batch))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not PRECISION:STEPS:BATCH, e.g. float32:32:128 or auto:auto:auto"
+            ) from err
 
 
 def _int_or_auto(text: str) -> int | None:
     return None if text == "auto" else int(text)
 
 
-def load_mnist(directory: Path, params: config.Params, train_images: int | None):
+def load_mnist(
+    directory: Path, params: config.Params, train_images: int | None
+) -> tuple[data.Splits, data.Split, dict[str, float]]:
     """The preprocess stage's splits, straight from the .gz files."""
     full = data.read_pair(directory, "train")
     splits = data.carve_validation(full, params.preprocess.val_size, params.seed)
@@ -68,7 +79,13 @@ def load_mnist(directory: Path, params: config.Params, train_images: int | None)
     return splits, data.read_pair(directory, "t10k"), scaling
 
 
-def run_arm(arm: Arm, params: config.Params, splits, test, scaling) -> dict[str, object]:
+def run_arm(
+    arm: Arm,
+    params: config.Params,
+    splits: data.Splits,
+    test: data.Split,
+    scaling: dict[str, float],
+) -> dict[str, object]:
     keras.backend.clear_session()
     device = runtime.configure(arm.precision)
     if arm.steps_per_execution is not None:
@@ -142,6 +159,7 @@ def summary_line(r: dict[str, object]) -> str:
     )
 
 
+@exit_on_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mnist", type=Path, required=True, help="folder of the four .gz files")

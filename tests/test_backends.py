@@ -40,18 +40,25 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def probe(backend: str, out: Path, *others: Path) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}"}
+def python(args: list[str], env: dict[str, str]) -> str:
+    """Run this interpreter with `args` and `env` added to ours; return its stdout."""
     result = subprocess.run(
-        [sys.executable, str(PROBE), str(out), *map(str, others)],
-        env=env,
+        [sys.executable, *args],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout
+
+
+def probe(backend: str, out: Path, *others: Path) -> dict:
+    paths = f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}"
+    args = [str(PROBE), str(out), *map(str, others)]
+    stdout = python(args, {"KERAS_BACKEND": backend, "PYTHONPATH": paths})
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +110,7 @@ def test_the_gpu_bench_runs_without_tensorflow_mlflow_and_dvc(mirror, tmp_path):
     blocker = BLOCKER.format(blocked={"tensorflow", "mlflow", "dvc"})
     args = ["--mnist", str(mirror[0]), "--train-images", "200", "--out", str(out)]
     args += ["-S", "train.epochs=2", "-S", "preprocess.val_size=50", "--arm", "float32:1:32"]
-    result = subprocess.run(
-        [sys.executable, "-c", blocker, str(bench / "bench_gpu.py"), *args],
-        env={**os.environ, "KERAS_BACKEND": "jax"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    python(["-c", blocker, str(bench / "bench_gpu.py"), *args], {"KERAS_BACKEND": "jax"})
     report = json.loads(out.read_text())
     assert report["backend"] == "jax"
     (arm,) = report["arms"]
