@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import config
 import data
+import registry
 import tracking
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
@@ -32,7 +33,7 @@ PORT = 5057
 
 
 def batch_throughput(uri: str, images: np.ndarray) -> float:
-    predict = tracking.load_model(uri)
+    predict = registry.load_model(uri)
     predict(images[:1000])  # warm-up: graph tracing
     best = min(
         timed(lambda: [predict(images[i : i + 1000]) for i in range(0, len(images), 1000)])
@@ -103,7 +104,7 @@ def served_latency(uri: str, images: np.ndarray, requests_count: int = 200) -> d
 
 def main() -> None:
     params = config.load()
-    uri = f"models:/{params.tracking.registered_model}@{tracking.CHAMPION}"
+    uri = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     results = {
         "model": uri,

@@ -23,6 +23,7 @@ import config
 import data
 import files
 import plots
+import registry
 import tracking
 from errors import exit_on_error
 
@@ -115,9 +116,9 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
     report = config.EVAL_REPORTS
     tracking.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     name = params.tracking.registered_model
-    version = tracking.log_and_register(cnn, test.x[:8], name)
+    version = registry.log_and_register(cnn, test.x[:8], name)
     accuracy = ev.metrics()["accuracy"]
-    decision = tracking.apply_registry_policy(
+    decision = registry.apply_registry_policy(
         name, version, accuracy, params.tracking.champion_floor
     )
     return f"registered {name} version {version}; {decision.describe()}"

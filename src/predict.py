@@ -20,7 +20,7 @@ import numpy as np
 
 import config
 import imaging
-import tracking
+import registry
 from errors import PipelineError
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -35,7 +35,7 @@ def load_predictor(uri: str) -> Predictor:
 
         model = keras.saving.load_model(uri)
         return lambda batch: model.predict(batch, verbose=0)
-    return tracking.load_model(uri)
+    return registry.load_model(uri)
 
 
 def read_images(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -52,7 +52,7 @@ def read_images(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     params = config.load()
-    default = f"models:/{params.tracking.registered_model}@{tracking.CHAMPION}"
+    default = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", type=Path, help="PNG/JPG/... files, any size")
     parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")

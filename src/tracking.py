@@ -1,5 +1,5 @@
-"""Every MLflow call of the project: where runs go, lineage, per-epoch metrics, figures, models,
-and the registry's aliases. Stages and the tuner call this module; nothing else imports mlflow.
+"""MLflow runs: where they go, lineage, per-epoch metrics, tables and figures, tuning's runs.
+Models and the registry are registry.py's; nothing else imports mlflow.
 
 One pipeline execution is one MLflow run: train opens it and writes its id to config.RUN_FILE
 (one of train's outputs); evaluate resumes it from there.
@@ -12,31 +12,21 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
-import numpy as np
 import pandas as pd
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 import config
 import data
 import files
 from errors import PipelineError
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-# Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack:
-# these, plus the Keras backend that trained the model (a .keras file loads on any backend).
-SERVING_PACKAGES = ("keras", "mlflow", "numpy", "pandas")
-BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
 class TrackingError(PipelineError):
@@ -191,93 +181,6 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_table(table, artifact_file=artifact_file)
 
 
-def log_and_register(model: keras.Model, sample: np.ndarray, registered_name: str) -> str:
-    """Log the model with a signature (uint8 pixels -> 10 probabilities); return its new version."""
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
-    packages = (*SERVING_PACKAGES, *BACKEND_PACKAGES[keras.backend.backend()])
-    pins = [f"{package}=={metadata.version(package)}" for package in packages]
-    # mlflow.keras: MLflow's flavor for Keras 3 on any backend (mlflow.tensorflow is for tf.keras).
-    info = mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        pip_requirements=pins,
-        registered_model_name=registered_name,
-    )
-    return str(info.registered_model_version)
-
-
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    accuracy: float
-    champion_accuracy: float | None
-    floor: float
-
-    def describe(self) -> str:
-        before = (
-            "no champion yet"
-            if self.champion_accuracy is None
-            else f"champion {self.champion_accuracy:.4f}"
-        )
-        verdict = "becomes champion" if self.promote else "stays challenger"
-        return f"test accuracy {self.accuracy:.4f} vs {before} (floor {self.floor:.4f}): {verdict}"
-
-
-def decide(accuracy: float, champion_accuracy: float | None, floor: float) -> Decision:
-    """Promote when at least as good as the champion (or there is none) and above the floor."""
-    better = champion_accuracy is None or accuracy >= champion_accuracy
-    return Decision(better and accuracy >= floor, accuracy, champion_accuracy, floor)
-
-
-def champion_accuracy(client: mlflow.MlflowClient, name: str) -> float | None:
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-    return float(champion.tags["test_accuracy"]) if "test_accuracy" in champion.tags else None
-
-
-def apply_registry_policy(name: str, version: str, accuracy: float, floor: float) -> Decision:
-    """The new version is `challenger`; `champion` moves to it only if `decide` says so."""
-    client = mlflow.MlflowClient()
-    decision = decide(accuracy, champion_accuracy(client, name), floor)
-    tags = {
-        "test_accuracy": f"{accuracy:.6f}",
-        "decision": decision.describe(),
-        "champion_accuracy_before": decision.champion_accuracy,
-        "floor": floor,
-    }
-    mark_challenger(client, name, version, tags)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    return decision
-
-
-def mark_challenger(
-    client: mlflow.MlflowClient, name: str, version: str, tags: Mapping[str, Any]
-) -> None:
-    """Point `challenger` at the version and tag it with the evidence it was judged on."""
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
-
-
-def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Load a logged or registered model (e.g. models:/mnist-cnn@champion) as a predict function."""
-    connect(tracking_uri())
-    try:
-        # The native flavor, not pyfunc: pyfunc's Keras wrapper predicts in batches of 32 with a
-        # progress bar: 7.7k images/s against 13.0k here (bench/bench_serving.py).
-        model = mlflow.keras.load_model(uri)
-    except MlflowException as err:
-        raise TrackingError(
-            f"cannot load model {uri} from {mlflow.get_tracking_uri()}: "
-            f"{err.message}. Run `dvc repro` to train and register one."
-        ) from err
-    return lambda batch: model.predict(batch, batch_size=1024, verbose=0)
-
-
 # --- tuning: one parent run per Optuna study, one nested child run per trial ---
 
 STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -356,15 +259,6 @@ def retrain_run(parent_id: str, best: dict[str, Any]) -> Iterator[None]:
     ):
         mlflow.log_params(best["params"])
         yield
-
-
-def register_challenger(
-    model: keras.Model, sample: np.ndarray, name: str, tags: Mapping[str, Any]
-) -> str:
-    """Log and register the model as `challenger` (never `champion`: that needs a test score)."""
-    version = log_and_register(model, sample, name)
-    mark_challenger(mlflow.MlflowClient(), name, version, {"source": "tune", **tags})
-    return version
 
 
 def log_study_summary(

@@ -37,6 +37,7 @@ from ruamel.yaml import YAML
 import config
 import data
 import files
+import registry
 import studies
 import tracking
 import training
@@ -183,7 +184,7 @@ def register_best(objective: Objective, study: str, best: dict[str, Any], name: 
         fitted = objective.fit(params)
         val = fitted.final()["val_accuracy"]
         tags = {"study": study, "trial": best["trial"], "trial_val_accuracy": best["value"]}
-        version = tracking.register_challenger(
+        version = registry.register_challenger(
             fitted.model, objective.splits.val.x[:5], name, tags | {"val_accuracy": val}
         )
     print(

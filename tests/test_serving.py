@@ -14,6 +14,7 @@ import requests
 
 import config
 import model
+import registry
 import tracking
 from conftest import closed_port_url, venv_env
 
@@ -27,8 +28,8 @@ def server(mlflow_store: str) -> Iterator[str]:
     mlflow.set_experiment("serving")
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
     with mlflow.start_run():
-        version = tracking.log_and_register(cnn, np.zeros((2, 28, 28, 1), np.uint8), "digits")
-        tracking.apply_registry_policy("digits", version, 0.995, floor=0.99)
+        version = registry.log_and_register(cnn, np.zeros((2, 28, 28, 1), np.uint8), "digits")
+        registry.apply_registry_policy("digits", version, 0.995, floor=0.99)
     url = closed_port_url()
     env = venv_env()
     process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""tracking: one MLflow run per pipeline, lineage, epoch metrics, registry aliases, fail-fast."""
+"""tracking: one MLflow run per pipeline, lineage, epoch metrics, fail-fast."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 import config
 import data
-import model
 import runtime
 import tracking
 import training
@@ -82,39 +81,6 @@ def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):
     exp = mlflow.get_experiment(tracking.experiment_id("beside"))
     assert exp.artifact_location == tracking.artifact_root(mlflow_store)
     assert exp.artifact_location.endswith("/mlruns-store/mlruns")
-
-
-@pytest.mark.parametrize(
-    ("accuracy", "champion", "floor", "promote"),
-    [
-        (0.991, None, 0.99, True),
-        (0.992, 0.991, 0.99, True),
-        (0.991, 0.991, 0.99, True),
-        (0.990, 0.991, 0.99, False),
-        (0.985, None, 0.99, False),
-    ],
-)
-def test_champion_moves_only_on_improvement_above_the_floor(accuracy, champion, floor, promote):
-    assert tracking.decide(accuracy, champion, floor).promote is promote
-
-
-def test_registry_aliases_follow_the_policy_and_the_champion_predicts():
-    tracking.connect(tracking.tracking_uri())
-    mlflow.set_experiment("registry")
-    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
-    pixels = np.zeros((3, 28, 28, 1), dtype=np.uint8)
-    champions = []
-    for accuracy in (0.991, 0.990, 0.995):
-        with mlflow.start_run():
-            version = tracking.log_and_register(cnn, pixels, "digits")
-            decision = tracking.apply_registry_policy("digits", version, accuracy, floor=0.99)
-        champions.append(mlflow.MlflowClient().get_model_version_by_alias("digits", "champion"))
-        assert decision.promote is (version != "2")
-    assert [str(c.version) for c in champions] == ["1", "1", "3"]
-    challenger = mlflow.MlflowClient().get_model_version_by_alias("digits", "challenger")
-    assert str(challenger.version) == "3" and challenger.tags["test_accuracy"] == "0.995000"
-    served = mlflow.pyfunc.load_model("models:/digits@champion")
-    assert served.predict(pixels).shape == (3, 10)
 
 
 def test_an_unreachable_tracking_server_fails_fast_with_the_uri_and_the_fix():
