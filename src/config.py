@@ -45,6 +45,8 @@ class FetchParams(Strict):
     mirrors: list[str] = Field(min_length=1)
     retries: Annotated[int, Field(ge=0, le=10)]
     timeout_s: Annotated[float, Field(gt=0)]
+    deadline_s: Annotated[float, Field(gt=0)]
+    min_rate_bps: Annotated[float, Field(ge=0)]
 
 
 class PreprocessParams(Strict):

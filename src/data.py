@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +51,9 @@ def gunzip(blob: bytes, name: str) -> bytes:
     """Decompress, turning gzip's several failure types into one DataError naming the file."""
     try:
         return gzip.decompress(blob)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
         raise DataError(
-            f"{name}: not a complete gzip file ({err}); delete it and fetch again"
+            f"{name}: not a complete gzip file ({err}); `dvc repro` fetches it again"
         ) from err
 
 
@@ -130,8 +132,14 @@ def save_split(path: Path, split: Split) -> None:
 def load_split(path: Path) -> Split:
     if not path.exists():
         raise DataError(f"{path} is missing: run `dvc repro` (or python src/preprocess.py) first")
-    with np.load(path) as npz:
-        return Split(npz["x"], npz["y"])
+    try:
+        with np.load(path) as npz:
+            return Split(npz["x"], npz["y"])
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise DataError(
+            f"{path}: not a readable split ({type(err).__name__}: {err}); "
+            f"`dvc repro` rebuilds it (or python src/preprocess.py)"
+        ) from err
 
 
 def digest_dir(directory: Path) -> str:

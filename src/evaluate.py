@@ -22,6 +22,7 @@ from sklearn import metrics as skm
 import config
 import data
 import files
+import model
 import plots
 import registry
 import tracking
@@ -128,13 +129,9 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
     runtime.configure()
-    if not config.MODEL_FILE.exists():
-        raise data.DataError(
-            f"{config.MODEL_FILE} is missing: run `dvc repro` (or python src/train.py)"
-        )
+    cnn = model.load(config.MODEL_FILE)
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     with tracking.resumed_run():
-        cnn = keras.saving.load_model(config.MODEL_FILE)
         ev = evaluate(cnn, test)
         write_reports(test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
         registry = track(cnn, test, ev, params)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,24 +35,51 @@ class FetchError(PipelineError):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How long one file's download may take. timeout_s bounds each connect and each silent
+    read; deadline_s the whole file; a download still below min_rate_bps (average bytes/s) once
+    timeout_s has passed is given up, so a mirror that trickles cannot hold a run for hours."""
+
+    timeout_s: float
+    deadline_s: float
+    min_rate_bps: float
+    clock: Callable[[], float] = time.monotonic
+
+    def check(self, url: str, received: int, started: float) -> None:
+        elapsed = self.clock() - started
+        if elapsed > self.deadline_s:
+            raise FetchError(
+                f"{url}: {received} bytes in {elapsed:.0f} s, past the {self.deadline_s:.0f} s "
+                f"deadline (fetch.deadline_s)"
+            )
+        if elapsed > self.timeout_s and received / elapsed < self.min_rate_bps:
+            raise FetchError(
+                f"{url}: {received / elapsed:.0f} bytes/s after {elapsed:.0f} s, below "
+                f"fetch.min_rate_bps ({self.min_rate_bps:.0f})"
+            )
+
+
+@dataclass(frozen=True)
 class Source:
     """A local directory or a base URL that holds the four `<name>.gz` files."""
 
     location: str
 
-    def get(self, filename: str, session: requests.Session, timeout_s: float) -> bytes:
+    def get(self, filename: str, session: requests.Session, limits: Limits) -> bytes:
         if "://" not in self.location:
             path = Path(self.location) / filename
             if not path.is_file():
                 raise FetchError(f"{path} does not exist")
             return path.read_bytes()
-        return _download(f"{self.location.rstrip('/')}/{filename}", session, timeout_s)
+        return _download(f"{self.location.rstrip('/')}/{filename}", session, limits)
 
 
-def _download(url: str, session: requests.Session, timeout_s: float) -> bytes:
-    """Stream one URL with a progress bar; HTTP errors and short reads become FetchError."""
+def _download(url: str, session: requests.Session, limits: Limits) -> bytes:
+    """Stream one URL with a progress bar; HTTP errors, short reads and a download past its
+    limits become FetchError."""
+    started = limits.clock()
     try:
-        with session.get(url, stream=True, timeout=timeout_s) as response:
+        with session.get(url, stream=True, timeout=limits.timeout_s) as response:
             response.raise_for_status()
             size = int(response.headers.get("content-length", 0)) or None
             chunks = []
@@ -62,9 +91,12 @@ def _download(url: str, session: requests.Session, timeout_s: float) -> bytes:
                 leave=False,
                 file=sys.stderr,
             ) as bar:
-                for chunk in response.iter_content(chunk_size=1 << 16):
+                # Small chunks: the limits are checked while a slow mirror trickles (at the
+                # default min_rate_bps, at least every 0.4 s). chunk_size=None would read to EOF.
+                for chunk in response.iter_content(chunk_size=1 << 13):
                     chunks.append(chunk)
                     bar.update(len(chunk))
+                    limits.check(url, bar.n, started)
     except requests.RequestException as err:
         raise FetchError(f"{url}: {type(err).__name__}: {err}") from err
     return b"".join(chunks)
@@ -108,13 +140,13 @@ def fetch_file(
     sources: list[Source],
     dest: Path,
     session: requests.Session,
-    timeout_s: float,
+    limits: Limits,
 ) -> str:
     """Put a verified `<name>.gz` in dest from the first source that has one; return that source."""
     failures = []
     for source in sources:
         try:
-            blob = source.get(f"{name}.gz", session, timeout_s)
+            blob = source.get(f"{name}.gz", session, limits)
             verify(blob, name, expected)
         except PipelineError as err:
             failures.append(f"  {source.location}: {err}")
@@ -130,7 +162,7 @@ def fetch_file(
 
 
 def fetch_all(
-    sources: list[Source], dest: Path, digests: dict[str, str], retries: int, timeout_s: float
+    sources: list[Source], dest: Path, digests: dict[str, str], retries: int, limits: Limits
 ) -> None:
     """Ensure every file in `digests` is in dest and valid, skipping those already there."""
     session = make_session(retries)
@@ -138,7 +170,7 @@ def fetch_all(
         if is_valid(dest / f"{name}.gz", name, expected):
             print(f"{name}.gz: already present and verified")
             continue
-        origin = fetch_file(name, expected, sources, dest, session, timeout_s)
+        origin = fetch_file(name, expected, sources, dest, session, limits)
         print(f"{name}.gz: verified, from {origin}")
 
 
@@ -152,7 +184,8 @@ def sources_from(env: dict[str, str], mirrors: list[str]) -> list[Source]:
 def main() -> None:
     params = config.load().fetch
     sources = sources_from(dict(os.environ), params.mirrors)
-    fetch_all(sources, config.RAW_DIR, OFFICIAL_DIGESTS, params.retries, params.timeout_s)
+    limits = Limits(params.timeout_s, params.deadline_s, params.min_rate_bps)
+    fetch_all(sources, config.RAW_DIR, OFFICIAL_DIGESTS, params.retries, limits)
     print(f"MNIST is in {config.RAW_DIR.relative_to(config.ROOT)}/")
 
 

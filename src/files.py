@@ -1,4 +1,5 @@
-"""Atomic file output: a killed or failed stage never leaves a half-written file behind."""
+"""Atomic file output (a killed or failed stage never leaves a half-written file behind) and
+JSON input that fails with one clear line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from errors import PipelineError
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -20,11 +23,20 @@ def atomic_path(target: Path) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); the target gets the mode open() would give it, so
+    # a teammate or a serving account can read data and models as the umask allows.
+    tmp.chmod(0o666 & ~current_umask())
     try:
         yield tmp
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; set it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(target: Path, data: bytes) -> None:
@@ -40,3 +52,13 @@ def save_figure(fig: Any, target: Path) -> None:
     """Save a matplotlib Figure atomically; the temp file keeps the suffix that picks the format."""
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """Parse a JSON file a stage wrote; a missing, unreadable or corrupt one names `fix`."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise PipelineError(f"{path} is missing: {fix}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{path}: not readable JSON ({err}); {fix}") from err

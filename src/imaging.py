@@ -14,6 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from errors import PipelineError
 
 BOX, CANVAS = 20, 28
+# A 50-megapixel photo decodes to 200 MB of float32 here; a larger "image" is more likely a
+# decompression bomb (a small file that expands to gigabytes) than a photo of a digit.
+MAX_PIXELS = 50_000_000
 INK = 0.25  # of the strongest pixel: fainter pixels are background noise, not stroke
 
 
@@ -23,14 +26,21 @@ class ImageError(PipelineError):
 
 def load_gray(path: Path) -> np.ndarray:
     """Read any Pillow-readable image as float grayscale; transparency counts as white paper."""
+    if not path.is_file():
+        raise ImageError(f"{path}: not found" if not path.exists() else f"{path}: not a file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is known before decoding
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(
+                    f"{path}: {image.width}x{image.height} pixels is more than this tool decodes "
+                    f"({MAX_PIXELS // 1_000_000} megapixels); scale it down first"
+                )
             image.load()
             if image.mode in ("RGBA", "LA", "P"):
                 paper = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(paper, image.convert("RGBA"))
             return np.asarray(ImageOps.grayscale(image), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from err
 
 

@@ -6,10 +6,14 @@ so every caller (evaluation, prediction, serving) feeds the same thing and canno
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import keras
 from keras import layers
 
 from config import Augment, ConvBlock, ModelSpec
+from errors import PipelineError
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -104,3 +108,17 @@ def build_cnn(
     for block in spec.blocks:
         stack += conv_block(block, spec.conv_activation)
     return keras.Sequential(stack + dense_head(spec), name=name)
+
+
+def load(path: Path) -> keras.Model:
+    """Load a .keras file; a missing or damaged one is one line naming the file and the fix
+    (Keras itself calls an empty or truncated file "File not found")."""
+    fix = "train one with `dvc repro` (or python src/train.py)"
+    if not path.is_file():
+        raise PipelineError(f"{path} does not exist: {fix}")
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path}: not a Keras model file (not a .keras zip archive); {fix}")
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise PipelineError(f"{path}: a damaged Keras model ({err}); {fix}") from err

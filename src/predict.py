@@ -20,6 +20,7 @@ import numpy as np
 
 import config
 import imaging
+import model
 import registry
 from errors import PipelineError
 
@@ -29,12 +30,8 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 def load_predictor(uri: str) -> Predictor:
     """A .keras file loads directly; anything else is an MLflow model URI."""
     if uri.endswith(".keras"):
-        if not Path(uri).is_file():
-            raise PipelineError(f"{uri} does not exist: train one with `dvc repro`")
-        import keras
-
-        model = keras.saving.load_model(uri)
-        return lambda batch: model.predict(batch, verbose=0)
+        cnn = model.load(Path(uri))
+        return lambda batch: cnn.predict(batch, verbose=0)
     return registry.load_model(uri)
 
 
@@ -51,6 +48,15 @@ def read_images(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when every file was predicted, 1 when any was not (or nothing could be)."""
+    try:
+        return predict(argv)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def predict(argv: list[str] | None) -> int:
     params = config.load()
     default = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -58,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")
     args = parser.parse_args(argv)
     paths, batch, errors = read_images(args.images)
-    try:
-        probs = load_predictor(args.model)(batch) if len(batch) else batch
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    probs = load_predictor(args.model)(batch) if len(batch) else batch
     for path, row in zip(paths, np.asarray(probs), strict=True):
         print(f"{path}: {int(row.argmax())} ({row.max():.1%})")
     for line in errors:

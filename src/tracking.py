@@ -135,9 +135,10 @@ def save_run_file(run_id: str, path: Path = config.RUN_FILE) -> None:
 def resumed_run(path: Path = config.RUN_FILE) -> Iterator[str]:
     """Reopen the run that train started, so evaluation lands in the same run. Under
     `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run."""
-    if not path.exists():
-        raise TrackingError(f"{path} is missing: run the train stage first (`dvc repro`)")
-    saved = json.loads(path.read_text())
+    fix = "rerun the train stage (`dvc repro -f train`)"
+    saved = files.read_json(path, fix)
+    if not isinstance(saved, dict) or not {"run_id", "tracking_uri"} <= set(saved):
+        raise TrackingError(f"{path}: no run_id and tracking_uri in it; {fix}")
     connect(saved["tracking_uri"])
     run_id = os.environ.get("MLFLOW_RUN_ID", saved["run_id"])
     try:

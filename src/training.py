@@ -6,7 +6,6 @@ so it runs on any backend; tracking and pruning arrive as callbacks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import pandas as pd
 
 import config
 import data
+import files
 import model
 import runtime
 
@@ -159,4 +159,8 @@ def load_inputs(processed: Path = config.PROCESSED_DIR) -> tuple[data.Splits, di
     splits = data.Splits(
         train=data.load_split(processed / "train.npz"), val=data.load_split(processed / "val.npz")
     )
-    return splits, json.loads((processed / "scaling.json").read_text())
+    fix = "`dvc repro` rebuilds it (or python src/preprocess.py)"
+    scaling = files.read_json(processed / "scaling.json", fix)
+    if not isinstance(scaling, dict) or set(scaling) != {"scale", "offset"}:
+        raise data.DataError(f"{processed / 'scaling.json'}: not a scale and offset; {fix}")
+    return splits, scaling

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +16,13 @@ import fetch
 from conftest import closed_port_url, run_stage, update_params
 from mnist_fakes import idx_bytes
 
+LIMITS = fetch.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
 
-def fetch_into(dest: Path, locations: list[str], digests: dict[str, str]) -> None:
-    fetch.fetch_all([fetch.Source(loc) for loc in locations], dest, digests, retries=1, timeout_s=5)
+
+def fetch_into(
+    dest: Path, locations: list[str], digests: dict[str, str], limits: fetch.Limits = LIMITS
+) -> None:
+    fetch.fetch_all([fetch.Source(loc) for loc in locations], dest, digests, 1, limits)
 
 
 def test_fetch_copies_every_file_from_a_local_mirror(tmp_path, mirror):
@@ -121,3 +129,101 @@ def test_fetch_cli_names_every_source_and_the_fix_when_nothing_is_reachable(proj
     assert "MNIST_MIRROR" in result.stderr and "Traceback" not in result.stderr
     raw = project / "data" / "raw"
     assert not raw.exists() or not any(raw.iterdir())
+
+
+def test_a_damaged_deflate_stream_is_rejected_and_the_next_source_used(tmp_path, mirror):
+    directory, digests = mirror
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in directory.iterdir():
+        blob = bytearray(path.read_bytes())
+        blob[len(blob) // 2 : len(blob) // 2 + 8] = b"\xff" * 8  # inside the deflate stream
+        (damaged / path.name).write_bytes(bytes(blob))
+    fetch_into(tmp_path / "raw", [str(damaged), str(directory)], digests)
+    for name in digests:
+        assert fetch.is_valid(tmp_path / "raw" / f"{name}.gz", name, digests[name])
+
+
+TRICKLED = np.random.default_rng(0).bytes(64_000)  # incompressible: it arrives in many pieces
+
+
+class SteppingClock:
+    """Each reading is `step` seconds after the last: a download as slow as a test needs."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def trickling_mirror(tmp_path: Path) -> Iterator[str]:
+    """An HTTP mirror whose one file arrives in many small writes, as from a slow server."""
+    body = TRICKLED
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for start in range(0, len(body), 256):
+                self.wfile.write(body[start : start + 256])
+                self.wfile.flush()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving(Trickle) as url:
+        yield url
+
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_a_download_past_its_deadline_is_given_up(trickling_mirror):
+    limits = fetch.Limits(timeout_s=5, deadline_s=30, min_rate_bps=0, clock=SteppingClock(10))
+    with pytest.raises(fetch.FetchError, match=r"past the 30 s deadline \(fetch.deadline_s\)"):
+        fetch.Source(trickling_mirror).get("any.gz", fetch.make_session(0), limits)
+
+
+def test_a_mirror_below_the_minimum_rate_is_given_up(trickling_mirror):
+    limits = fetch.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1e6, clock=SteppingClock(10))
+    with pytest.raises(fetch.FetchError, match=r"bytes/s after 10 s, below fetch.min_rate_bps"):
+        fetch.Source(trickling_mirror).get("any.gz", fetch.make_session(0), limits)
+
+
+def test_within_its_limits_the_same_slow_mirror_is_used(trickling_mirror):
+    limits = fetch.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1, clock=SteppingClock(1))
+    assert fetch.Source(trickling_mirror).get("any", fetch.make_session(0), limits) == TRICKLED
+
+
+def test_a_short_download_is_reported_as_that_sources_own_error(tmp_path, mirror):
+    """A server that promises more bytes than it sends: its line says so, whatever comes next."""
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"\0" * 500)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    name = "t10k-labels-idx1-ubyte"
+    with serving(Short) as short, pytest.raises(fetch.FetchError) as err:
+        fetch_into(tmp_path / "raw", [short, str(tmp_path / "absent")], {name: mirror[1][name]})
+    lines = str(err.value).splitlines()
+    assert lines[1].startswith(f"  {short}: ") and "ChunkedEncodingError" in lines[1]
+    assert lines[2].startswith(f"  {tmp_path / 'absent'}: ")
