@@ -36,9 +36,10 @@ Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default."""
+    """Unknown keys are errors: a typo must not silently fall back to a default. Strict types:
+    `epochs: true` or `epochs: 3.5` is an error, not 1 or 3 (an int still passes as a float)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FetchParams(Strict):
@@ -112,7 +113,7 @@ class Dimension(Strict):
     low: int | float | None = None
     high: int | float | None = None
     log: bool = False
-    choices: list[Any] | None = None
+    choices: list[Any] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _range_or_choices(self) -> Dimension:

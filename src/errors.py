@@ -1,25 +1,68 @@
-"""The one way a stage reports bad input: a single clear message and a non-zero exit."""
+"""The one way a stage reports a failure: a single clear line and a non-zero exit, no traceback.
+
+Library errors the user can act on (an MLflow store that is locked, a server answering 500) are
+turned into that line by translators their wrapper module registers (tracking.py does), so this
+module needs no library. SIGTERM, what `docker stop`, schedulers and `kill` send, is handled
+like Ctrl-C: `finally` blocks run, so runs end KILLED and temp files are removed.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
+from types import FrameType
+
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 class PipelineError(Exception):
     """Bad input or environment that the user can fix; the message names the cause and the fix."""
 
 
+Translator = Callable[[Exception], PipelineError | None]
+_translators: list[Translator] = []
+
+
+def translator(translate: Translator) -> Translator:
+    """Register a function that turns a library's exception into a PipelineError (or None)."""
+    _translators.append(translate)
+    return translate
+
+
+def as_pipeline_error(err: Exception) -> PipelineError | None:
+    if isinstance(err, PipelineError):
+        return err
+    return next((found for t in _translators if (found := t(err)) is not None), None)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def exit_on_error(main: Callable[[], None]) -> Callable[[], None]:
-    """Turn a PipelineError into `error: <message>` on stderr and exit 1, with no traceback."""
+    """Report a PipelineError (or a translated library error) as `error: <message>` on stderr
+    and exit 1; an interruption as one line and exit 130. Anything else is a bug: traceback."""
 
     @wraps(main)
     def wrapper() -> None:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             main()
-        except PipelineError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except KeyboardInterrupt as err:
+            how = str(err) or "SIGINT"
+            print(
+                f"error: interrupted by {how}: every file written so far is complete (writes "
+                f"are atomic); rerun the same command to go on",
+                file=sys.stderr,
+            )
+            sys.exit(INTERRUPTED)
+        except Exception as err:
+            known = as_pipeline_error(err)
+            if known is None:
+                raise
+            print(f"error: {known}", file=sys.stderr)
             sys.exit(1)
 
     return wrapper

@@ -22,7 +22,7 @@ import config
 import imaging
 import model
 import registry
-from errors import PipelineError
+from errors import as_pipeline_error
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when every file was predicted, 1 when any was not (or nothing could be)."""
     try:
         return predict(argv)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        known = as_pipeline_error(err)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
         return 1
 
 

@@ -10,27 +10,74 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import keras
 import mlflow
 import pandas as pd
+import psutil
 import requests
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 import config
 import data
 import files
-from errors import PipelineError
+from errors import PipelineError, translator
+
+# MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
+# minutes) and waits 120 s on a silent one. A stage should fail sooner: 3 retries, about 10 s
+# in all, and 30 s per request. Set these variables to choose otherwise.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+# What to do about the store failures a user can fix, by a phrase of MLflow's message.
+STORE_FIXES = {
+    "database is locked": "another process holds a write lock on it; retry when it is done",
+    "readonly database": "make the database file and its folder writable for this user",
+    "unable to open database": "check that the database's folder exists and is writable",
+    "API request": "the server failed the request; check the server's log",
+}
+# The pid and start time of the process that owns a pipeline run: with them the next run can
+# tell a run whose process was killed (SIGKILL, a lost machine is not detectable) from a live one.
+OWNER_TAG = "owner_process"
 
 
 class TrackingError(PipelineError):
     """The tracking store cannot be reached or used; the message says which URI and how to fix."""
+
+
+def masked(uri: str) -> str:
+    """The URI without its password: postgresql://user:***@host/db."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@translator
+def store_failure(err: Exception) -> TrackingError | None:
+    """An MLflow or database error, as one line with the store and what to do."""
+    if not isinstance(err, MlflowException | SQLAlchemyError):
+        return None
+    message = str(err.message if isinstance(err, MlflowException) else err)
+    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    fix = next(
+        (fix for phrase, fix in STORE_FIXES.items() if phrase in message),
+        "check MLFLOW_TRACKING_URI, or unset it to log to mlflow.db in the repo",
+    )
+    return TrackingError(f"MLflow store {masked(mlflow.get_tracking_uri())}: {first[:300]}; {fix}")
 
 
 def store_root() -> Path:
@@ -46,13 +93,16 @@ def tracking_uri() -> str:
 
 def connect(uri: str) -> None:
     """Use `uri`; fail in seconds, not after MLflow's minutes of retries, if a server is down."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     if uri.startswith(("http://", "https://")):
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
         except requests.RequestException as err:
             raise TrackingError(
-                f"MLflow tracking server {uri} does not answer ({type(err).__name__}). Start it, "
-                f"fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in the repo."
+                f"MLflow tracking server {masked(uri)} does not answer ({type(err).__name__}). "
+                f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
+                f"the repo."
             ) from err
     mlflow.set_tracking_uri(uri)
 
@@ -121,10 +171,53 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
     # Under `mlflow run`, MLFLOW_RUN_ID names the project's run; start_run() resumes it.
     in_project = "MLFLOW_RUN_ID" in os.environ
     exp = None if in_project else experiment_id(params.tracking.experiment)
-    with mlflow.start_run(experiment_id=exp) as run:
+    if exp is not None:
+        end_orphaned_runs(exp)
+    with mlflow.start_run(experiment_id=exp) as run, ended_as_killed_on_interrupt():
         mlflow.log_params(flatten(params.model_dump(mode="json")))
-        mlflow.set_tags(tags)
+        mlflow.set_tags(tags | {OWNER_TAG: this_process()})
         yield run.info.run_id
+
+
+@contextmanager
+def ended_as_killed_on_interrupt() -> Iterator[None]:
+    """Ctrl-C or SIGTERM (errors.exit_on_error raises it as KeyboardInterrupt) ends the active
+    run KILLED; MLflow's own `with start_run()` would call it FAILED."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+
+
+def this_process() -> str:
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def is_alive(owner: str) -> bool:
+    """Whether the process named by an OWNER_TAG value still runs (other hosts: assume so)."""
+    host, pid, started = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started  # not a reused pid
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def end_orphaned_runs(experiment: str) -> list[str]:
+    """End as KILLED the pipeline runs left RUNNING by a process that no longer exists (SIGKILL,
+    an out-of-memory kill, a power cut): without this they would show as running forever."""
+    client = mlflow.MlflowClient()
+    running = client.search_runs(
+        [experiment], filter_string=f"attributes.status = 'RUNNING' and tags.{OWNER_TAG} != ''"
+    )
+    orphans = [run.info.run_id for run in running if not is_alive(run.data.tags[OWNER_TAG])]
+    for run_id in orphans:
+        client.set_tag(run_id, "ended_because", "its process was gone when the next run started")
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    return orphans
 
 
 def save_run_file(run_id: str, path: Path = config.RUN_FILE) -> None:
@@ -142,14 +235,15 @@ def resumed_run(path: Path = config.RUN_FILE) -> Iterator[str]:
     connect(saved["tracking_uri"])
     run_id = os.environ.get("MLFLOW_RUN_ID", saved["run_id"])
     try:
-        with mlflow.start_run(run_id=run_id) as run:
-            mlflow.set_tag("trained_in_run", saved["run_id"])
-            yield run.info.run_id
+        mlflow.MlflowClient().get_run(run_id)
     except MlflowException as err:
         raise TrackingError(
-            f"cannot resume MLflow run {saved['run_id']} in "
-            f"{saved['tracking_uri']}: {err.message}; rerun `dvc repro -f train`"
+            f"cannot resume MLflow run {run_id} in {masked(saved['tracking_uri'])}: "
+            f"{err.message}; {fix}"
         ) from err
+    with mlflow.start_run(run_id=run_id) as run, ended_as_killed_on_interrupt():
+        mlflow.set_tags({"trained_in_run": saved["run_id"], OWNER_TAG: this_process()})
+        yield run.info.run_id
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -201,7 +295,9 @@ def study_run(experiment: str, study: str, storage: str) -> str:
     if found:
         return found[0].info.run_id
     run = mlflow.MlflowClient().create_run(
-        exp, run_name=f"study-{study}", tags={"optuna_study": study, "optuna_storage": storage}
+        exp,
+        run_name=f"study-{study}",
+        tags={"optuna_study": study, "optuna_storage": masked(storage)},
     )
     return run.info.run_id
 

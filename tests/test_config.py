@@ -21,6 +21,9 @@ def test_the_repository_params_yaml_is_valid():
         ({"train": {"epoch": 3}}, "train.epoch: unknown key (check its spelling)"),
         ({"train": {"epochs": "three"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
+        ({"train": {"epochs": True}}, "train.epochs: Input should be a valid integer"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: Input should be a valid integer"),
+        ({"fetch": {"retries": False}}, "fetch.retries: Input should be a valid integer"),
         ({"train": {"optimizer": "adamax"}}, "train.optimizer: Input should be 'adam', 'adamw'"),
         ({"train": {"preset": "seed_z"}}, "train.preset: Input should be 'seed_a'"),
         ({"preprocess": {"val_size": 1}}, "preprocess.val_size: Input should be greater than or"),
@@ -48,12 +51,23 @@ def test_unparsable_yaml_is_reported_as_such(project):
 
 
 def test_a_stage_refuses_bad_params_before_doing_any_work(project, mirror):
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
     update_params(project, {"preprocess": {"scale": "minmax"}})
-    result = run_stage(project, "preprocess")
+    result = run_stage(project, "preprocess")  # its input is there: only the params can stop it
     assert result.returncode == 1
     assert "preprocess.scale: Input should be 'unit' or 'standardize'" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (project / "data").exists()
+    assert not (project / "data" / "processed").exists()
+
+
+def test_a_search_dimension_with_no_choices_is_named(project):
+    space = {"train.epochs": {"choices": []}}
+    update_params(project, {"tune": {"space": space}})
+    with pytest.raises(
+        config.ParamsError, match=re.escape("tune.space.train.epochs.choices: List should")
+    ):
+        config.load(project / "params.yaml")
 
 
 def test_command_line_overrides_apply_before_validation():
@@ -83,6 +97,7 @@ def test_bad_overrides_are_named(override, expected):
         ("{train.model.blocks.4.filters: {low: 8, high: 16}}", "4 is not a section"),
         ("{train.epochs: {low: 0, high: 3}}", "train.epochs=0: Input should be greater than"),
         ("{preprocess.scale: {choices: [unit]}}", "preprocess.scale: only train.* keys"),
+        ("{train.epochs: {low: 12.5, high: 30}}", "train.epochs=12.5: Input should be a valid int"),
     ],
 )
 def test_a_search_space_that_cannot_make_valid_params_is_named(space, expected):
