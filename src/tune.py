@@ -105,7 +105,13 @@ class EpochReport(keras.callbacks.Callback):
         self.trial = trial
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.trial.report(float(logs["val_accuracy"]), step=epoch + 1)
+        accuracy = float(logs["val_accuracy"])
+        print(
+            f"trial {self.trial.number} epoch {epoch + 1}/{self.params['epochs']}: "
+            f"val_accuracy {accuracy:.4f}",
+            flush=True,
+        )
+        self.trial.report(accuracy, step=epoch + 1)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
