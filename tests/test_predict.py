@@ -12,6 +12,7 @@ import imaging
 import model
 import predict
 from conftest import SHARED_MNIST
+from mnist_fakes import synthetic_digits
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,16 @@ def test_a_blank_image_is_reported_as_holding_no_digit(tmp_path):
         imaging.to_mnist(tmp_path / "blank.png")
 
 
-def test_predict_reports_each_bad_file_and_still_predicts_the_others(tmp_path, mnist_test, capsys):
+def a_digit() -> np.ndarray:
+    """A synthetic 28x28 digit: these tests need a drawable image, not a real one."""
+    images, _ = synthetic_digits(1, seed=0)
+    return images[0][..., np.newaxis]
+
+
+def test_predict_reports_each_bad_file_and_still_predicts_the_others(tmp_path, capsys):
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
     cnn.save(tmp_path / "tiny.keras")
-    as_user_png(mnist_test.x[0], tmp_path / "good.png", (90, 90), dark_on_light=True)
+    as_user_png(a_digit(), tmp_path / "good.png", (90, 90), dark_on_light=True)
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("L", (30, 30), 0).save(tmp_path / "empty.png")
     files = [tmp_path / name for name in ("notes.png", "good.png", "empty.png")]
@@ -64,7 +71,7 @@ def test_predict_reports_each_bad_file_and_still_predicts_the_others(tmp_path, m
     assert "notes.png: not a readable image" in err and "empty.png: no digit found" in err
 
 
-def test_predict_explains_a_missing_model(tmp_path, mnist_test, capsys):
-    as_user_png(mnist_test.x[0], tmp_path / "good.png", (90, 90), dark_on_light=False)
+def test_predict_explains_a_missing_model(tmp_path, capsys):
+    as_user_png(a_digit(), tmp_path / "good.png", (90, 90), dark_on_light=False)
     assert predict.main([str(tmp_path / "good.png"), "--model", "models:/nothing@champion"]) == 1
     assert "Run `dvc repro` to train and register one" in capsys.readouterr().err
