@@ -9,7 +9,8 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,16 +49,24 @@ def mirror(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return directory, write_raw(directory)
 
 
-@pytest.fixture
-def http_mirror(mirror: tuple[Path, dict[str, str]]) -> Iterator[str]:
-    """Serve the synthetic mirror over HTTP on 127.0.0.1; yield its base URL."""
-    handler = functools.partial(QuietHandler, directory=str(mirror[0]))
+@contextmanager
+def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` over HTTP on 127.0.0.1 in a thread; yield the base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def http_mirror(mirror: tuple[Path, dict[str, str]]) -> Iterator[str]:
+    """Serve the synthetic mirror over HTTP on 127.0.0.1; yield its base URL."""
+    with serving(functools.partial(QuietHandler, directory=str(mirror[0]))) as url:
+        yield url
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

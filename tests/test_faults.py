@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import model
 import predict
 import tracking
 import training
-from conftest import run_stage, update_params
+from conftest import run_stage, serving, update_params
 from errors import PipelineError
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -225,12 +224,8 @@ class FailingApi(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def failing_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(FailingApi) as url:
+        yield url
 
 
 def test_a_server_failing_its_api_is_one_line_and_no_model(processed_project, failing_server):

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fetch
-from conftest import closed_port_url, run_stage, update_params
+from conftest import closed_port_url, run_stage, serving, update_params
 from mnist_fakes import idx_bytes
 
 LIMITS = fetch.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
@@ -177,18 +175,6 @@ def trickling_mirror(tmp_path: Path) -> Iterator[str]:
 
     with serving(Trickle) as url:
         yield url
-
-
-@contextmanager
-def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
 
 
 def test_a_download_past_its_deadline_is_given_up(trickling_mirror):
