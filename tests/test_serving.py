@@ -1,7 +1,8 @@
-"""Serving: a real `mlflow models serve` process answers digits and rejects bad input with 4xx."""
+"""Serving: a real `mlflow models serve` answers digits and refuses bad input with a short 4xx."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,35 +21,36 @@ from conftest import closed_port_url, venv_env
 
 pytestmark = pytest.mark.slow
 
+PIXELS = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
+IMAGE = PIXELS[:1]
+# One request per class of bad input, and the words its answer must contain.
+BAD_REQUESTS = {
+    "floats in 0..1": ({"inputs": (IMAGE / 255).tolist()}, "multiply by 255"),
+    "fractional floats": ({"inputs": (IMAGE * 0 + 127.6).tolist()}, "round them"),
+    "out of range": ({"inputs": (IMAGE + 256).tolist()}, "got values from 256"),
+    "wrong shape": ({"inputs": IMAGE.reshape(1, 4, 196).tolist()}, "(1, 4, 196)"),
+    "non-numeric": ({"inputs": [[["a"] * 28] * 28]}, "got strings"),
+    "empty batch": ({"inputs": []}, "empty batch"),
+    "ragged": ({"inputs": [[*IMAGE[0].tolist()[:27], [1] * 5]]}, "inhomogeneous shape"),
+}
 
-@pytest.fixture
-def server(mlflow_store: str) -> Iterator[str]:
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Register a small model as champion, serve it on 127.0.0.1, yield the base URL."""
-    tracking.connect(mlflow_store)
+    store = f"sqlite:///{tmp_path_factory.mktemp('served') / 'mlflow.db'}"
+    tracking.connect(store)
     mlflow.set_experiment("serving")
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
     with mlflow.start_run():
-        version = registry.log_and_register(cnn, np.zeros((2, 28, 28, 1), np.uint8), "digits")
+        version = registry.log_and_register(cnn, IMAGE[..., np.newaxis].astype(np.uint8), "digits")
         registry.apply_registry_policy("digits", version, 0.995, floor=0.99)
     url = closed_port_url()
-    env = venv_env()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion"]
+    options = ["--env-manager", "local", "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/digits@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            url.rsplit(":", 1)[1],
-        ],
-        env=env,
+        command + options,
+        env={**venv_env(), "MLFLOW_TRACKING_URI": store},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -74,15 +76,24 @@ def wait_until_ready(url: str, process: subprocess.Popen, limit_s: float = 180) 
     pytest.fail(f"server not ready within {limit_s} s")
 
 
-def test_served_model_answers_digits_and_rejects_bad_input_with_4xx(server):
-    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).tolist()
-    ok = requests.post(f"{server}/invocations", json={"inputs": pixels}, timeout=30)
-    assert ok.status_code == 200
-    probs = np.array(ok.json()["predictions"])
-    assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
-    wrong_shape = requests.post(f"{server}/invocations", json={"inputs": [[1, 2, 3]]}, timeout=30)
-    assert wrong_shape.status_code == 400 and "does not match expected shape" in wrong_shape.text
-    wrong_type = requests.post(
-        f"{server}/invocations", json={"inputs": [[["a"] * 28] * 28]}, timeout=30
-    )
-    assert 400 <= wrong_type.status_code < 500
+@pytest.mark.parametrize("shape", [(3, 28, 28, 1), (3, 28, 28), (3, 784)])
+def test_each_documented_shape_gets_the_same_probabilities(server, shape):
+    reference = requests.post(f"{server}/invocations", json={"inputs": PIXELS.tolist()}, timeout=30)
+    body = {"inputs": PIXELS.reshape(shape).tolist()}
+    answer = requests.post(f"{server}/invocations", json=body, timeout=30)
+    assert answer.status_code == reference.status_code == 200
+    probabilities = np.array(answer.json()["predictions"])
+    assert probabilities.shape == (3, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    np.testing.assert_allclose(probabilities, reference.json()["predictions"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_gets_a_short_400_without_the_input_and_the_server_lives_on(server, case):
+    body, says = BAD_REQUESTS[case]
+    answer = requests.post(f"{server}/invocations", json=body, timeout=30)
+    message = answer.json()["message"]
+    assert answer.status_code == 400, message
+    assert says in message and len(message) <= 300
+    assert json.dumps(body["inputs"])[:40] not in message  # the input is not echoed back
+    still = requests.post(f"{server}/invocations", json={"inputs": IMAGE.tolist()}, timeout=30)
+    assert still.status_code == 200
