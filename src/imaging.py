@@ -20,10 +20,13 @@ BOX, CANVAS = 20, 28
 MAX_PIXELS = 50_000_000
 MAX_SIDE = 512  # px: photos are scaled down to this before anything else (see `shrink`)
 COARSE_SIDE = 64  # px: the paper's light is estimated this small (it varies slowly)
-PAPER_BLUR, PAPER_ROUNDS = 0.125, 3  # blur sigma as a fraction of the side; ink-exclusion rounds
+# Blur sigma, as a fraction of the side, of each round that estimates the paper: wide, so thick
+# strokes cannot pass for paper (narrower follows shadow edges better but hollows bold digits).
+PAPER_BLURS = (0.125, 0.125, 0.125)
 MIN_CONTRAST = 0.25  # of the strongest strokes: fainter pixels are paper texture or noise
 SPECK = 0.0002  # of the image's pixels: smaller components are dust or noise
 LINE_SPAN, LINE_FILL = 0.8, 0.2  # spans 80% of the image, fills <20% of its box: a ruled line
+EDGE = 0.25  # of the strongest strokes: the faintest edge pixel still drawn
 NEAR = 0.35  # of the digit's size: pieces this close belong to it (a broken or detached stroke)
 RIVAL = 0.5  # a component apart from the digit with half its ink or more is a second digit
 
@@ -82,16 +85,20 @@ def paper_level(gray: np.ndarray) -> np.ndarray:
     out of the next; the blur runs on a copy ~64 px small, as the light varies slowly.
     """
     small = transform.resize(gray, coarse_shape(gray.shape), anti_aliasing=True)
-    sigma = min(small.shape) * PAPER_BLUR
     weight = np.ones_like(small)
-    for _ in range(PAPER_ROUNDS):
+    for blur in PAPER_BLURS:
+        sigma = min(small.shape) * blur
         level = filters.gaussian(small * weight, sigma) / np.maximum(
             filters.gaussian(weight, sigma), 1e-6
         )
-        residual = small - level
-        spread = 1.4826 * np.median(np.abs(residual)) + 1.0  # the MAD as a standard deviation
-        weight = (np.abs(residual) < 3 * spread).astype(small.dtype)
+        weight = paper_weight(small - level)
     return transform.resize(level, gray.shape)
+
+
+def paper_weight(residual: np.ndarray) -> np.ndarray:
+    """1 where a pixel is within 3 robust deviations of the paper level, else 0 (ink)."""
+    spread = 1.4826 * np.median(np.abs(residual)) + 1.0  # the MAD as a standard deviation
+    return (np.abs(residual) < 3 * spread).astype(residual.dtype)
 
 
 def coarse_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -114,7 +121,7 @@ def digit_mask(strength: np.ndarray, name: str) -> np.ndarray:
     parts = [part for part in measure.regionprops(labels, strength) if is_stroke(part, labels)]
     if not parts:
         raise ImageError(f"{name}: no digit found (only specks or lines)")
-    main = max(parts, key=lambda part: part.intensity_image.sum())
+    main = max(parts, key=lambda part: part.image_intensity.sum())
     rivals = [part for part in parts if part is not main and rivals_main(part, main)]
     if rivals:
         raise ImageError(
@@ -148,20 +155,22 @@ def is_near(part, main) -> bool:
 
 def rivals_main(part, main) -> bool:
     """A second digit: comparable ink, apart from the main component."""
-    heavy = part.intensity_image.sum() > RIVAL * main.intensity_image.sum()
+    heavy = part.image_intensity.sum() > RIVAL * main.image_intensity.sum()
     return heavy and not is_near(part, main)
 
 
 def crop_to_digit(gray: np.ndarray, name: str) -> np.ndarray:
     """Stroke strength inside the digit's bounding box, paper set to 0 and strokes to ~255."""
     strength = strokes(shrink(gray))
-    mask = digit_mask(strength, name)
-    rows, cols = np.nonzero(mask)
-    ink = np.where(morphology.dilation(mask, morphology.disk(1)), strength, 0.0)
-    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    core = digit_mask(strength, name)
+    # The digit's faint edges too (anti-aliasing, a light touch of the pen), as MNIST keeps them:
+    # pixels above the noise level next to its strokes.
+    digit = morphology.dilation(core, morphology.disk(2)) & (strength > EDGE * peak(strength))
+    rows, cols = np.nonzero(digit)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    crop = np.where(digit, strength, 0.0)[box]
     # MNIST's strokes are saturated in the core: the strong strokes' level maps to 255.
-    core = np.percentile(crop[mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]], 75)
-    return np.clip(crop / core, 0, 1) * 255
+    return np.clip(crop / np.percentile(strength[core], 99), 0, 1) * 255
 
 
 def fit_box(crop: np.ndarray) -> np.ndarray:

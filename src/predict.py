@@ -3,6 +3,7 @@
 python src/predict.py photo.png scan.jpg
 python src/predict.py --model models/model.keras digit.png
 python src/predict.py --model "models:/mnist-cnn@challenger" digit.png
+python src/predict.py --json *.png      # for scripts: the model, then per file a digit or an error
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 # isort: split
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,24 +29,26 @@ from errors import as_pipeline_error
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def load_predictor(uri: str) -> Predictor:
-    """A .keras file loads directly; anything else is an MLflow model URI."""
+def load_predictor(uri: str) -> tuple[Predictor, str]:
+    """The model's predict function and what to call it: a .keras file loads directly; anything
+    else is an MLflow model URI, named with the registry version it resolves to."""
     if uri.endswith(".keras"):
         cnn = model.load(Path(uri))
-        return lambda batch: cnn.predict(batch, verbose=0)
-    return registry.load_model(uri)
+        return lambda batch: cnn.predict(batch, verbose=0), f"{uri} (file)"
+    predictor = registry.load_model(uri)
+    version = registry.resolved_version(uri)
+    return predictor, f"{uri} (version {version})" if version else uri
 
 
-def read_images(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Convert every readable file; collect one error line per file that is not."""
-    good, images, errors = [], [], []
+def read_images(paths: list[Path]) -> list[np.ndarray | imaging.ImageError]:
+    """Each file as the model sees it, or why it cannot be read, in the order given."""
+    images: list[np.ndarray | imaging.ImageError] = []
     for path in paths:
         try:
             images.append(imaging.to_mnist(path))
-            good.append(path)
         except imaging.ImageError as err:
-            errors.append(f"error: {err}")
-    return good, np.stack(images) if images else np.empty((0, 28, 28, 1), np.uint8), errors
+            images.append(err)
+    return images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,14 +69,42 @@ def predict(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", type=Path, help="PNG/JPG/... files, any size")
     parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
-    paths, batch, errors = read_images(args.images)
-    probs = load_predictor(args.model)(batch) if len(batch) else batch
-    for path, row in zip(paths, np.asarray(probs), strict=True):
-        print(f"{path}: {int(row.argmax())} ({row.max():.1%})")
-    for line in errors:
-        print(line, file=sys.stderr)
-    return 1 if errors else 0
+    images = read_images(args.images)
+    good = [image for image in images if isinstance(image, np.ndarray)]
+    predictor, described = load_predictor(args.model)
+    probabilities = iter(np.asarray(predictor(np.stack(good))) if good else [])
+    answers = [
+        image if isinstance(image, imaging.ImageError) else next(probabilities) for image in images
+    ]
+    report = as_json if args.json else as_lines
+    report(described, args.images, answers)
+    return 1 if len(good) < len(images) else 0
+
+
+def as_lines(model_name: str, paths: list[Path], answers: list) -> None:
+    """The model once, then one line per file in the order given (errors on stderr)."""
+    print(f"model: {model_name}", flush=True)
+    for path, answer in zip(paths, answers, strict=True):
+        if isinstance(answer, imaging.ImageError):
+            print(f"error: {answer}", file=sys.stderr, flush=True)
+        else:
+            print(f"{path}: {int(answer.argmax())} ({answer.max():.1%})", flush=True)
+
+
+def as_json(model_name: str, paths: list[Path], answers: list) -> None:
+    files = [
+        {"file": str(path), "error": str(answer)}
+        if isinstance(answer, imaging.ImageError)
+        else {
+            "file": str(path),
+            "digit": int(answer.argmax()),
+            "probabilities": [round(float(p), 6) for p in answer],
+        }
+        for path, answer in zip(paths, answers, strict=True)
+    ]
+    print(json.dumps({"model": model_name, "files": files}, indent=2))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,18 @@ def register_challenger(
     return version
 
 
+def resolved_version(uri: str) -> str | None:
+    """The registry version a models:/name@alias or models:/name/N URI names (None: another URI
+    or no such version)."""
+    if not uri.startswith("models:/"):
+        return None
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    if alias:
+        return alias_version(mlflow.MlflowClient(), name, alias)
+    name, _, version = name.partition("/")
+    return version if version.isdigit() else None
+
+
 def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
     """Load a logged or registered model (e.g. models:/mnist-cnn@champion) as a predict function.
 

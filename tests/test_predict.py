@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,8 +14,11 @@ import data
 import imaging
 import model
 import predict
-from conftest import SHARED_MNIST
+from conftest import REPO, SHARED_MNIST
 from mnist_fakes import synthetic_digits
+
+sys.path.insert(0, str(REPO / "bench"))
+import photos
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,8 @@ def test_a_user_png_converts_back_to_its_mnist_digit(tmp_path, mnist_test, size,
         recovered = imaging.to_mnist(tmp_path / "digit.png")
         assert recovered.shape == (28, 28, 1) and recovered.dtype == np.uint8
         correlation = np.corrcoef(original.ravel(), recovered.ravel().astype(float))[0, 1]
-        assert correlation > 0.8, f"digit {index}: correlation {correlation:.2f}"
+        # Not 1: the stroke core is saturated as in MNIST, and edges re-sampled twice.
+        assert correlation > 0.7, f"digit {index}: correlation {correlation:.2f}"
 
 
 def test_a_blank_image_is_reported_as_holding_no_digit(tmp_path):
@@ -56,19 +63,66 @@ def a_digit() -> np.ndarray:
     return images[0][..., np.newaxis]
 
 
-def test_predict_reports_each_bad_file_and_still_predicts_the_others(tmp_path, capsys):
+def test_predict_answers_in_input_order_naming_the_model_and_each_bad_file(tmp_path, capsys):
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
     cnn.save(tmp_path / "tiny.keras")
     as_user_png(a_digit(), tmp_path / "good.png", (90, 90), dark_on_light=True)
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("L", (30, 30), 0).save(tmp_path / "empty.png")
-    files = [tmp_path / name for name in ("notes.png", "good.png", "empty.png")]
-    status = predict.main([*map(str, files), "--model", str(tmp_path / "tiny.keras")])
+    names = ("notes.png", "good.png", "missing.png", "empty.png")
+    files = [str(tmp_path / name) for name in names]
+    status = predict.main([*files, "--model", str(tmp_path / "tiny.keras")])
     out, err = capsys.readouterr()
     assert status == 1
-    assert out.startswith(f"{tmp_path / 'good.png'}: ") and out.count("\n") == 1
-    assert err.count("error: ") == 2
-    assert "notes.png: not a readable image" in err and "empty.png: no digit found" in err
+    lines = out.splitlines()
+    assert lines[0] == f"model: {tmp_path / 'tiny.keras'} (file)"
+    assert len(lines) == 2 and lines[1].startswith(f"{tmp_path / 'good.png'}: ")
+    errors = err.splitlines()
+    assert [line.split(": ")[1] for line in errors] == [files[0], files[2], files[3]]
+    assert "not a readable image" in errors[0] and errors[1].endswith("missing.png: not found")
+    assert "no digit found" in errors[2]
+
+
+def test_predict_json_holds_the_model_and_every_file_in_order(tmp_path, capsys):
+    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
+    cnn.save(tmp_path / "tiny.keras")
+    as_user_png(a_digit(), tmp_path / "good.png", (90, 90), dark_on_light=False)
+    files = [str(tmp_path / "missing.png"), str(tmp_path / "good.png")]
+    assert predict.main([*files, "--json", "--model", str(tmp_path / "tiny.keras")]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"].endswith("tiny.keras (file)")
+    assert [entry["file"] for entry in report["files"]] == files
+    assert "not found" in report["files"][0]["error"]
+    answer = report["files"][1]
+    assert 0 <= answer["digit"] <= 9 and abs(sum(answer["probabilities"]) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("family", list(photos.FAMILIES))
+def test_each_distortion_family_is_read_right_through_the_cli(tmp_path, capsys, family):
+    """Real test digits drawn as each family, through predict.py's CLI with the trained model."""
+    if not config.MODEL_FILE.is_file():
+        pytest.skip("needs models/model.keras: run `dvc repro`")
+    digits, labels = real_test_digits()
+    paths = photos.write_family(family, digits, tmp_path, seed=1)
+    status = predict.main(["--json", "--model", str(config.MODEL_FILE), *map(str, paths)])
+    answers = json.loads(capsys.readouterr().out)["files"]
+    right = sum(answer.get("digit") == label for answer, label in zip(answers, labels, strict=True))
+    assert status == 0 and right >= len(labels) - 1, f"{right} of {len(labels)} right"
+
+
+def real_test_digits(count: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"needs real MNIST in {SHARED_MNIST} (or $MNIST_MIRROR)")
+    test = data.read_pair(SHARED_MNIST, "t10k")
+    return test.x[:count, ..., 0], test.y[:count]
+
+
+def test_two_digits_side_by_side_are_named_not_guessed(tmp_path):
+    digit = a_digit()[..., 0]
+    pair = np.hstack([digit, np.zeros((28, 14), np.uint8), digit])
+    Image.fromarray(255 - np.pad(pair, 10)).resize((280, 96)).save(tmp_path / "pair.png")
+    with pytest.raises(imaging.ImageError, match="2 digit-like shapes found"):
+        imaging.to_mnist(tmp_path / "pair.png")
 
 
 def test_predict_explains_a_missing_model(tmp_path, capsys):

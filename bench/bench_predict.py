@@ -1,0 +1,135 @@
+"""Benchmark: predict.py's accuracy on digits as people have them, per distortion family.
+
+    uv run python bench/bench_predict.py                  # needs `dvc repro` (model and MNIST)
+    uv run python bench/bench_predict.py --per-family 100 --baseline 080c4ba
+
+Builds image files from the first N MNIST *test* digits (the model never trained on them) with
+each family of bench/photos.py, converts them with this checkout's src/imaging.py and with the
+baseline commit's, and predicts both with models/model.keras. Writes
+bench/results/predict.json and a contact sheet, bench/results/predict_sheet.png: per family,
+the input file and the 28x28 image the model saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import runtime  # noqa: I001  (first: quiets TensorFlow's start-up logging)
+
+import config
+import data
+import imaging
+import model
+import photos
+import provenance
+
+RESULTS = Path(__file__).resolve().parent / "results"
+Converter = Callable[[Path], np.ndarray]
+
+
+def baseline_converter(commit: str, scratch: Path) -> Converter:
+    """`to_mnist` of src/imaging.py as it was at `commit`."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:src/imaging.py"],
+        cwd=provenance.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = scratch / "imaging_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("imaging_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.to_mnist
+
+
+def convert_all(convert: Converter, paths: list[Path]) -> tuple[np.ndarray, int]:
+    """Every file as the model sees it; a file the converter refuses counts as wrong (blank)."""
+    images, refused = [], 0
+    for path in paths:
+        try:
+            images.append(convert(path))
+        except Exception:  # the baseline may fail in ways today's code names; all count as wrong
+            images.append(np.zeros((28, 28, 1), np.uint8))
+            refused += 1
+    return np.stack(images), refused
+
+
+def accuracy(cnn, images: np.ndarray, labels: np.ndarray) -> float:
+    predicted = cnn.predict(images, batch_size=1024, verbose=0).argmax(axis=1)
+    return round(float(np.mean(predicted == labels)), 4)
+
+
+def contact_sheet(rows: list[tuple[str, Path, np.ndarray]], path: Path) -> None:
+    """One row per family: its name, the input file, and the 28x28 image the model saw."""
+    tile, label_w = 168, 210
+    sheet = Image.new("RGB", (label_w + 2 * tile, tile * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, (name, source, seen) in enumerate(rows):
+        top = row * tile
+        draw.text((8, top + tile // 2 - 6), name, fill="black")
+        with Image.open(source) as image:
+            shown = image.convert("RGBA")
+        checker = Image.new("RGBA", shown.size, (200, 200, 255, 255))  # shows transparency
+        shown = Image.alpha_composite(checker, shown).convert("RGB")
+        shown.thumbnail((tile - 8, tile - 8))
+        sheet.paste(shown, (label_w + 4, top + 4))
+        seen_image = Image.fromarray(seen[..., 0]).resize((tile - 8, tile - 8), Image.NEAREST)
+        sheet.paste(seen_image.convert("RGB"), (label_w + tile + 4, top + 4))
+    draw.text((label_w + 4, 0), "input file", fill="red")
+    draw.text((label_w + tile + 4, 0), "what the model saw", fill="red")
+    sheet.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-family", type=int, default=500, help="test digits per family")
+    parser.add_argument("--baseline", default="080c4ba", help="commit whose imaging.py to compare")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runtime.configure()
+    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    digits, labels = test.x[: args.per_family, ..., 0], test.y[: args.per_family]
+    cnn = model.load(config.MODEL_FILE)
+    families, rows = {}, []
+    with tempfile.TemporaryDirectory() as scratch:
+        old = baseline_converter(args.baseline, Path(scratch))
+        for index, name in enumerate(photos.FAMILIES):
+            paths = photos.write_family(name, digits, Path(scratch) / str(index), args.seed + index)
+            new_images, new_refused = convert_all(imaging.to_mnist, paths)
+            old_images, old_refused = convert_all(old, paths)
+            families[name] = {
+                "accuracy": accuracy(cnn, new_images, labels),
+                "refused": new_refused,
+                "baseline_accuracy": accuracy(cnn, old_images, labels),
+                "baseline_refused": old_refused,
+            }
+            print(f"{name:22} {json.dumps(families[name])}", flush=True)
+            rows.append((name, paths[0], new_images[0]))
+        RESULTS.mkdir(exist_ok=True)
+        contact_sheet(rows, RESULTS / "predict_sheet.png")
+    results = {
+        "command": " ".join(["python", "bench/bench_predict.py", *sys.argv[1:]]),
+        "digits_per_family": args.per_family,
+        "baseline_commit": args.baseline,
+        "families": families,
+        **provenance.record(),
+    }
+    (RESULTS / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
