@@ -14,7 +14,7 @@ import pytest
 import data
 import predict
 from conftest import REPO, SHARED_MNIST, venv_env
-from test_predict import as_user_png
+from test_predict import as_user_png, photos
 
 pytestmark = pytest.mark.slow
 
@@ -95,11 +95,24 @@ def test_predict_reads_user_pngs_of_test_digits_right(checkout, tmp_path, capsys
         as_user_png(test.x[index], paths[-1], size, dark_on_light=index % 2 == 0)
     model_file = checkout / "models" / "model.keras"
     assert predict.main([*map(str, paths), "--model", str(model_file)]) == 0
-    predicted = [
-        int(line.rsplit(": ", 1)[1].split()[0]) for line in capsys.readouterr().out.splitlines()
-    ]
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == f"model: {model_file} (file)"
+    predicted = [int(line.rsplit(": ", 1)[1].split()[0]) for line in lines]
     correct = sum(p == t for p, t in zip(predicted, test.y[:20], strict=True))
     assert correct >= 19, f"{correct}/20 right: {predicted} vs {test.y[:20].tolist()}"
+
+
+def test_every_kind_of_user_image_is_read_right_through_the_cli(checkout, tmp_path, capsys):
+    """Photos, scans, drawings, ... of real test digits (bench/photos.py), through predict.py
+    with the model this checkout trained: at most one miss in each family of ten."""
+    test = data.read_pair(SHARED_MNIST, "t10k")
+    model_file = checkout / "models" / "model.keras"
+    for index, family in enumerate(photos.FAMILIES):
+        paths = photos.write_family(family, test.x[:10, ..., 0], tmp_path / str(index), seed=1)
+        predict.main(["--json", "--model", str(model_file), *map(str, paths)])
+        answers = json.loads(capsys.readouterr().out)["files"]
+        right = sum(a.get("digit") == label for a, label in zip(answers, test.y[:10], strict=True))
+        assert right >= 9, f"{family}: {right} of 10 right"
 
 
 def test_a_second_repro_reruns_nothing(checkout):
