@@ -29,15 +29,13 @@ from errors import as_pipeline_error
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def load_predictor(uri: str) -> tuple[Predictor, str]:
-    """The model's predict function and what to call it: a .keras file loads directly; anything
-    else is an MLflow model URI, named with the registry version it resolves to."""
+def load_predictor(uri: str) -> tuple[Predictor, str | None]:
+    """The model's predict function and its registry version: a .keras file loads directly (no
+    version); anything else is an MLflow model URI."""
     if uri.endswith(".keras"):
         cnn = model.load(Path(uri))
-        return lambda batch: cnn.predict(batch, verbose=0), f"{uri} (file)"
-    predictor = registry.load_model(uri)
-    version = registry.resolved_version(uri)
-    return predictor, f"{uri} (version {version})" if version else uri
+        return lambda batch: cnn.predict(batch, verbose=0), None
+    return registry.load_model(uri), registry.resolved_version(uri)
 
 
 def read_images(paths: list[Path]) -> list[np.ndarray | imaging.ImageError]:
@@ -73,19 +71,19 @@ def predict(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     images = read_images(args.images)
     good = [image for image in images if isinstance(image, np.ndarray)]
-    predictor, described = load_predictor(args.model)
+    predictor, version = load_predictor(args.model)
     probabilities = iter(np.asarray(predictor(np.stack(good))) if good else [])
     answers = [
         image if isinstance(image, imaging.ImageError) else next(probabilities) for image in images
     ]
     report = as_json if args.json else as_lines
-    report(described, args.images, answers)
+    report(args.model, version, args.images, answers)
     return 1 if len(good) < len(images) else 0
 
 
-def as_lines(model_name: str, paths: list[Path], answers: list) -> None:
+def as_lines(uri: str, version: str | None, paths: list[Path], answers: list) -> None:
     """The model once, then one line per file in the order given (errors on stderr)."""
-    print(f"model: {model_name}", flush=True)
+    print(f"model: {uri}" + (f" (version {version})" if version else ""), flush=True)
     for path, answer in zip(paths, answers, strict=True):
         if isinstance(answer, imaging.ImageError):
             print(f"error: {answer}", file=sys.stderr, flush=True)
@@ -93,7 +91,7 @@ def as_lines(model_name: str, paths: list[Path], answers: list) -> None:
             print(f"{path}: {int(answer.argmax())} ({answer.max():.1%})", flush=True)
 
 
-def as_json(model_name: str, paths: list[Path], answers: list) -> None:
+def as_json(uri: str, version: str | None, paths: list[Path], answers: list) -> None:
     files = [
         {"file": str(path), "error": str(answer)}
         if isinstance(answer, imaging.ImageError)
@@ -104,7 +102,7 @@ def as_json(model_name: str, paths: list[Path], answers: list) -> None:
         }
         for path, answer in zip(paths, answers, strict=True)
     ]
-    print(json.dumps({"model": model_name, "files": files}, indent=2))
+    print(json.dumps({"model": uri, "version": version, "files": files}, indent=2))
 
 
 if __name__ == "__main__":

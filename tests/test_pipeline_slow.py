@@ -96,7 +96,7 @@ def test_predict_reads_user_pngs_of_test_digits_right(checkout, tmp_path, capsys
     model_file = checkout / "models" / "model.keras"
     assert predict.main([*map(str, paths), "--model", str(model_file)]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
-    assert header == f"model: {model_file} (file)"
+    assert header == f"model: {model_file}"
     predicted = [int(line.rsplit(": ", 1)[1].split()[0]) for line in lines]
     correct = sum(p == t for p, t in zip(predicted, test.y[:20], strict=True))
     assert correct >= 19, f"{correct}/20 right: {predicted} vs {test.y[:20].tolist()}"

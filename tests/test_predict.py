@@ -75,7 +75,7 @@ def test_predict_answers_in_input_order_naming_the_model_and_each_bad_file(tmp_p
     out, err = capsys.readouterr()
     assert status == 1
     lines = out.splitlines()
-    assert lines[0] == f"model: {tmp_path / 'tiny.keras'} (file)"
+    assert lines[0] == f"model: {tmp_path / 'tiny.keras'}"
     assert len(lines) == 2 and lines[1].startswith(f"{tmp_path / 'good.png'}: ")
     errors = err.splitlines()
     assert [line.split(": ")[1] for line in errors] == [files[0], files[2], files[3]]
@@ -90,7 +90,7 @@ def test_predict_json_holds_the_model_and_every_file_in_order(tmp_path, capsys):
     files = [str(tmp_path / "missing.png"), str(tmp_path / "good.png")]
     assert predict.main([*files, "--json", "--model", str(tmp_path / "tiny.keras")]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["model"].endswith("tiny.keras (file)")
+    assert report["model"] == str(tmp_path / "tiny.keras") and report["version"] is None
     assert [entry["file"] for entry in report["files"]] == files
     assert "not found" in report["files"][0]["error"]
     answer = report["files"][1]

@@ -91,6 +91,10 @@ def test_logged_model_checks_and_predicts_like_the_keras_model(mlflow_store):
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
     with mlflow.start_run():
         version = registry.log_and_register(cnn, PIXELS[:2, ..., np.newaxis], "digits")
+    registry.mark_challenger(mlflow.MlflowClient(), "digits", version, {})
+    assert registry.resolved_version("models:/digits@challenger") == version
+    assert registry.resolved_version(f"models:/digits/{version}") == version
+    assert registry.resolved_version("models:/digits@champion") is None  # no such alias yet
     loaded = mlflow.pyfunc.load_model(f"models:/digits/{version}")
     assert loaded.metadata.flavors.keys() == {"python_function"}
     probabilities = loaded.predict(PIXELS.reshape(3, 784))
