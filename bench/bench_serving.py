@@ -41,7 +41,7 @@ def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
     logged = registry.load_model(uri)
     cnn = model.load(config.MODEL_FILE)
     ways = {
-        "logged_model_pyfunc": lambda: logged(images),
+        "logged_model_pyfunc": lambda: logged.predict(images),
         "keras_predict_on_batch": lambda: [
             cnn.predict_on_batch(images[i : i + 2048]) for i in range(0, len(images), 2048)
         ],

@@ -1,7 +1,8 @@
 """Stage evaluate: models/model.keras + data/processed/test.npz -> reports/eval/.
 
 The only stage that reads the test split: metrics.json, per-digit report, the confusion matrix
-(CSV for DVC's confusion template, and PNG), a gallery of mistakes and a grid of predictions.
+(CSV for DVC's confusion template, and PNG), a gallery of mistakes, a grid of predictions, and the
+CNN's filters and feature maps for one test digit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sklearn import metrics as skm
 
 import config
 import data
+import feature_maps
 import files
 import model
 import plots
@@ -94,7 +96,9 @@ def predictions_figure(test: data.Split, ev: Evaluation, count: int) -> Figure:
     return plots.digit_grid(test.x[:count], titles, colors=colors)
 
 
-def write_reports(test: data.Split, ev: Evaluation, gallery_size: int, out: Path) -> None:
+def write_reports(
+    cnn: keras.Model, test: data.Split, ev: Evaluation, gallery_size: int, out: Path
+) -> None:
     files.write_json(out / "metrics.json", ev.metrics())
     with files.atomic_path(out / "per_digit.csv") as tmp:
         ev.per_digit().to_csv(tmp, index=False, float_format="%.6f")
@@ -103,6 +107,8 @@ def write_reports(test: data.Split, ev: Evaluation, gallery_size: int, out: Path
     files.save_figure(plots.confusion_matrix(ev.confusion()), out / "confusion.png")
     files.save_figure(mistakes_figure(test, ev, gallery_size), out / "misclassified.png")
     files.save_figure(predictions_figure(test, ev, gallery_size), out / "predictions.png")
+    # The first test digit: the same one in every run, so runs' figures compare side by side.
+    files.save_figure(plots.cnn_views(feature_maps.views(cnn, test.x[0])), out / "feature_maps.png")
 
 
 def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Params) -> str:
@@ -133,15 +139,15 @@ def main() -> None:
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     with tracking.resumed_run():
         ev = evaluate(cnn, test)
-        write_reports(test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
-        registry = track(cnn, test, ev, params)
+        write_reports(cnn, test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
+        registered = track(cnn, test, ev, params)
     scores = ev.metrics()
     print(
         f"test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
         f"-> {config.EVAL_REPORTS.relative_to(config.ROOT)}/"
     )
-    print(registry)
+    print(registered)
     print("next: `mlflow ui` in the repo root compares runs; `python src/tune.py` tunes params")
 
 

@@ -4,6 +4,7 @@ python src/predict.py photo.png scan.jpg
 python src/predict.py --model models/model.keras digit.png
 python src/predict.py --model "models:/mnist-cnn@challenger" digit.png
 python src/predict.py --json *.png      # for scripts: the model, then per file a digit or an error
+python src/predict.py --explain digit.png  # also draws what the CNN computed: reports/explain/
 """
 
 from __future__ import annotations
@@ -14,33 +15,39 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
+import keras
 import numpy as np
 
 import config
+import feature_maps
+import files
 import imaging
 import model
+import plots
 import registry
 from errors import as_pipeline_error
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+EXPLAIN_DIR = config.ROOT / "reports" / "explain"
+Answer = np.ndarray | imaging.ImageError  # per file: its image or probabilities, or why not
 
 
-def load_predictor(uri: str) -> tuple[Predictor, str | None]:
-    """The model's predict function and its registry version: a .keras file loads directly (no
-    version); anything else is an MLflow model URI."""
+def load(uri: str) -> tuple[registry.LoadedModel, str | None]:
+    """The model and its registry version: a .keras file loads directly (no version); anything
+    else is an MLflow model URI."""
     if uri.endswith(".keras"):
         cnn = model.load(Path(uri))
-        return lambda batch: cnn.predict(batch, verbose=0), None
+        return registry.LoadedModel(lambda batch: cnn.predict(batch, verbose=0), cnn), None
     return registry.load_model(uri), registry.resolved_version(uri)
 
 
-def read_images(paths: list[Path]) -> list[np.ndarray | imaging.ImageError]:
+def read_images(paths: list[Path]) -> list[Answer]:
     """Each file as the model sees it, or why it cannot be read, in the order given."""
-    images: list[np.ndarray | imaging.ImageError] = []
+    images: list[Answer] = []
     for path in paths:
         try:
             images.append(imaging.to_mnist(path))
@@ -68,41 +75,92 @@ def predict(argv: list[str] | None) -> int:
     parser.add_argument("images", nargs="+", type=Path, help="PNG/JPG/... files, any size")
     parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also save per image a figure of the CNN's filters and feature maps for it "
+        f"({shown(EXPLAIN_DIR)}/<image name>.png)",
+    )
     args = parser.parse_args(argv)
     images = read_images(args.images)
     good = [image for image in images if isinstance(image, np.ndarray)]
-    predictor, version = load_predictor(args.model)
-    probabilities = iter(np.asarray(predictor(np.stack(good))) if good else [])
+    loaded, version = load(args.model)
+    probabilities = iter(np.asarray(loaded.predict(np.stack(good))) if good else [])
     answers = [
         image if isinstance(image, imaging.ImageError) else next(probabilities) for image in images
     ]
+    figures = explain(loaded.cnn, args.images, images) if args.explain else {}
     report = as_json if args.json else as_lines
-    report(args.model, version, args.images, answers)
+    report(args.model, version, args.images, answers, figures)
     return 1 if len(good) < len(images) else 0
 
 
-def as_lines(uri: str, version: str | None, paths: list[Path], answers: list) -> None:
+def explain(cnn: keras.Model, paths: list[Path], images: list[Answer]) -> dict[int, Path]:
+    """Per readable image (by position), the figure saved of what the CNN computed for it."""
+    saved: dict[int, Path] = {}
+    for position, (path, image) in enumerate(zip(paths, images, strict=True)):
+        if isinstance(image, np.ndarray):
+            original = imaging.shrink(imaging.load_gray(path))
+            figure = plots.cnn_views(feature_maps.views(cnn, image), original)
+            saved[position] = unique_name(EXPLAIN_DIR / f"{path.stem}.png", saved.values())
+            files.save_figure(figure, saved[position])
+    return saved
+
+
+def unique_name(wanted: Path, taken: Iterable[Path]) -> Path:
+    """`wanted`, or wanted-2, -3... when an earlier file of this call has the same name."""
+    taken = set(taken)
+    candidate, number = wanted, 1
+    while candidate in taken:
+        number += 1
+        candidate = wanted.with_stem(f"{wanted.stem}-{number}")
+    return candidate
+
+
+def shown(path: Path) -> str:
+    """A path as the user can type it: relative to where they are when it is below."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
+
+
+def as_lines(
+    uri: str,
+    version: str | None,
+    paths: list[Path],
+    answers: list[Answer],
+    figures: dict[int, Path],
+) -> None:
     """The model once, then one line per file in the order given (errors on stderr)."""
     print(f"model: {uri}" + (f" (version {version})" if version else ""), flush=True)
-    for path, answer in zip(paths, answers, strict=True):
+    for position, (path, answer) in enumerate(zip(paths, answers, strict=True)):
         if isinstance(answer, imaging.ImageError):
             print(f"error: {answer}", file=sys.stderr, flush=True)
+            continue
+        line = f"{path}: {int(answer.argmax())} ({answer.max():.1%})"
+        if position in figures:
+            line += f", explained in {shown(figures[position])}"
+        print(line, flush=True)
+
+
+def as_json(
+    uri: str,
+    version: str | None,
+    paths: list[Path],
+    answers: list[Answer],
+    figures: dict[int, Path],
+) -> None:
+    entries = []
+    for position, (path, answer) in enumerate(zip(paths, answers, strict=True)):
+        entry: dict[str, object] = {"file": str(path)}
+        if isinstance(answer, imaging.ImageError):
+            entry["error"] = str(answer)
         else:
-            print(f"{path}: {int(answer.argmax())} ({answer.max():.1%})", flush=True)
-
-
-def as_json(uri: str, version: str | None, paths: list[Path], answers: list) -> None:
-    files = [
-        {"file": str(path), "error": str(answer)}
-        if isinstance(answer, imaging.ImageError)
-        else {
-            "file": str(path),
-            "digit": int(answer.argmax()),
-            "probabilities": [round(float(p), 6) for p in answer],
-        }
-        for path, answer in zip(paths, answers, strict=True)
-    ]
-    print(json.dumps({"model": uri, "version": version, "files": files}, indent=2))
+            entry["digit"] = int(answer.argmax())
+            entry["probabilities"] = [round(float(p), 6) for p in answer]
+        if position in figures:
+            entry["explanation"] = str(figures[position])
+        entries.append(entry)
+    print(json.dumps({"model": uri, "version": version, "files": entries}, indent=2))
 
 
 if __name__ == "__main__":

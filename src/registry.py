@@ -184,16 +184,23 @@ def resolved_version(uri: str) -> str | None:
     return version if version.isdigit() else None
 
 
-def load_model(uri: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Load a logged or registered model (e.g. models:/mnist-cnn@champion) as a predict function.
+@dataclass(frozen=True)
+class LoadedModel:
+    predict: Callable[[np.ndarray], np.ndarray]  # the served path: input checks, then the CNN
+    cnn: keras.Model  # the Keras model inside, for looking at its layers
+
+
+def load_model(uri: str) -> LoadedModel:
+    """Load a logged or registered model (e.g. models:/mnist-cnn@champion).
 
     Through pyfunc, as `mlflow models serve` loads it: the same checks and the same fast path.
     """
     tracking.connect(tracking.tracking_uri())
     try:
-        return mlflow.pyfunc.load_model(uri).predict
+        logged = mlflow.pyfunc.load_model(uri)
     except MlflowException as err:
         raise tracking.TrackingError(
             f"cannot load model {uri} from {tracking.masked(mlflow.get_tracking_uri())}: "
             f"{err.message}. Run `dvc repro` to train and register one."
         ) from err
+    return LoadedModel(logged.predict, logged.unwrap_python_model().cnn)

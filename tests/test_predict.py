@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,30 @@ def test_predict_json_holds_the_model_and_every_file_in_order(tmp_path, capsys):
     assert "not found" in report["files"][0]["error"]
     answer = report["files"][1]
     assert 0 <= answer["digit"] <= 9 and abs(sum(answer["probabilities"]) - 1) < 1e-3
+
+
+def test_explain_saves_one_figure_per_readable_image_without_overwriting(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(predict, "EXPLAIN_DIR", tmp_path / "explained")
+    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
+    cnn.save(tmp_path / "tiny.keras")
+    (tmp_path / "other").mkdir()
+    for folder in (tmp_path, tmp_path / "other"):
+        as_user_png(a_digit(), folder / "digit.png", (90, 90), dark_on_light=True)
+    files = [str(tmp_path / "digit.png"), str(tmp_path / "missing.png")]
+    files.append(str(tmp_path / "other" / "digit.png"))
+    args = [*files, "--explain", "--json", "--model", str(tmp_path / "tiny.keras")]
+    assert predict.main(args) == 1
+    entries = json.loads(capsys.readouterr().out)["files"]
+    explained = [entry.get("explanation") for entry in entries]
+    assert explained == [
+        str(tmp_path / "explained" / "digit.png"),
+        None,
+        str(tmp_path / "explained" / "digit-2.png"),
+    ]
+    for figure in (explained[0], explained[2]):
+        assert Path(figure).read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("family", list(photos.FAMILIES))

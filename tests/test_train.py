@@ -108,7 +108,7 @@ def test_train_and_evaluate_stages_run_end_to_end_on_tiny_data(project, mirror):
     assert {"accuracy", "loss", "macro_f1", "f1_0", "precision_9", "recall_5"} <= set(scores)
     confusion = pd.read_csv(project / "reports" / "eval" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 100
-    for png in ("confusion", "misclassified", "predictions"):
+    for png in ("confusion", "misclassified", "predictions", "feature_maps"):
         assert (project / "reports" / "eval" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert (project / "models" / "model.keras").stat().st_size > 10_000
     assert_one_complete_mlflow_run(scores["accuracy"])
@@ -132,6 +132,7 @@ def assert_one_complete_mlflow_run(test_accuracy: float) -> None:
         "eval/confusion.png",
         "eval/misclassified.png",
         "eval/predictions.png",
+        "eval/feature_maps.png",
         "eval/per_digit.json",
         "train/curves.png",
         "preprocess/samples.png",

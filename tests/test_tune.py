@@ -210,7 +210,7 @@ def test_register_retrains_the_winner_and_registers_it_as_challenger(tune_projec
     assert float(version.tags["val_accuracy"]) == trial_value  # deterministic retraining on CPU
     assert "champion" not in client.get_registered_model("mnist-cnn").aliases
     images = synthetic_digits(3, seed=5)[0][..., np.newaxis]
-    assert registry.load_model("models:/mnist-cnn@challenger")(images).shape == (3, 10)
+    assert registry.load_model("models:/mnist-cnn@challenger").predict(images).shape == (3, 10)
 
 
 def test_summary_of_a_missing_study_fails_without_creating_it(tune_project):
