@@ -195,12 +195,23 @@ def load_model(uri: str) -> LoadedModel:
 
     Through pyfunc, as `mlflow models serve` loads it: the same checks and the same fast path.
     """
+    logged = load_pyfunc(uri)
+    return LoadedModel(logged.predict, logged.unwrap_python_model().cnn)
+
+
+def scoring_app(uri: str) -> Any:
+    """MLflow's scoring server (the ASGI app `mlflow models serve` runs) for this model."""
+    from mlflow.pyfunc import scoring_server  # imports FastAPI: only the server needs it
+
+    return scoring_server.init(load_pyfunc(uri))
+
+
+def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
     tracking.connect(tracking.tracking_uri())
     try:
-        logged = mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(uri)
     except MlflowException as err:
         raise tracking.TrackingError(
             f"cannot load model {uri} from {tracking.masked(mlflow.get_tracking_uri())}: "
             f"{err.message}. Run `dvc repro` to train and register one."
         ) from err
-    return LoadedModel(logged.predict, logged.unwrap_python_model().cnn)

@@ -1,12 +1,15 @@
-"""Serving: a real `mlflow models serve` answers digits and refuses bad input with a short 4xx."""
+"""Serving: a real `mlflow models serve` and src/serve.py answer digits and refuse bad input
+with a short 4xx; serve.py also refuses what reaches MLflow's server unchecked."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import mlflow
 import numpy as np
@@ -35,9 +38,25 @@ BAD_REQUESTS = {
 }
 
 
+URI = "models:/digits@champion"
+SERVE_PY = str(config.ROOT / "src" / "serve.py")
+# Each way to serve, as the command for a port on 127.0.0.1.
+LAUNCHERS: dict[str, Callable[[str], list[str]]] = {
+    "mlflow models serve": lambda port: [
+        *(sys.executable, "-m", "mlflow", "models", "serve", "-m", URI),
+        *("--env-manager", "local", "-h", "127.0.0.1", "-p", port),
+    ],
+    # The project's server (its host defaults to 127.0.0.1), with a small size cap so the 413
+    # tests send little.
+    "src/serve.py": lambda port: [
+        *(sys.executable, SERVE_PY, "--model", URI, "--port", port, "--max-body-mb", "1"),
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Register a small model as champion, serve it on 127.0.0.1, yield the base URL."""
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tracking store with a small model registered as `digits@champion`."""
     store = f"sqlite:///{tmp_path_factory.mktemp('served') / 'mlflow.db'}"
     tracking.connect(store)
     mlflow.set_experiment("serving")
@@ -45,22 +64,39 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with mlflow.start_run():
         version = registry.log_and_register(cnn, IMAGE[..., np.newaxis].astype(np.uint8), "digits")
         registry.apply_registry_policy("digits", version, 0.995, floor=0.99)
-    url = closed_port_url()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion"]
-    options = ["--env-manager", "local", "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
-    process = subprocess.Popen(
-        command + options,
-        env={**venv_env(), "MLFLOW_TRACKING_URI": store},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return store
+
+
+@pytest.fixture(scope="module")
+def served(store: str) -> Iterator[Callable[[str], str]]:
+    """Starts each launcher on 127.0.0.1 the first time a test asks; gives its base URL."""
+    started: dict[str, tuple[str, subprocess.Popen]] = {}
+
+    def url_of(launcher: str) -> str:
+        if launcher not in started:
+            url = closed_port_url()
+            process = subprocess.Popen(
+                LAUNCHERS[launcher](url.rsplit(":", 1)[1]),
+                env={**venv_env(), "MLFLOW_TRACKING_URI": store},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            started[launcher] = (url, process)
+            wait_until_ready(url, process)
+        return started[launcher][0]
+
     try:
-        wait_until_ready(url, process)
-        yield url
+        yield url_of
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for _, process in started.values():
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(params=list(LAUNCHERS))
+def server(request: pytest.FixtureRequest, served: Callable[[str], str]) -> str:
+    return served(request.param)
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, limit_s: float = 180) -> None:
@@ -97,3 +133,56 @@ def test_bad_input_gets_a_short_400_without_the_input_and_the_server_lives_on(se
     assert json.dumps(body["inputs"])[:40] not in message  # the input is not echoed back
     still = requests.post(f"{server}/invocations", json={"inputs": IMAGE.tolist()}, timeout=30)
     assert still.status_code == 200
+
+
+def assert_alive(url: str) -> None:
+    answer = requests.post(f"{url}/invocations", json={"inputs": IMAGE.tolist()}, timeout=30)
+    assert answer.status_code == 200
+
+
+def test_a_post_without_content_type_gets_a_415_naming_the_header(served):
+    url = served("src/serve.py")
+    answer = requests.post(f"{url}/invocations", data=json.dumps({"inputs": IMAGE.tolist()}))
+    assert "Content-Type" not in answer.request.headers
+    assert answer.status_code == 415
+    assert answer.json()["message"] == "set the header Content-Type: application/json"
+    assert_alive(url)
+
+
+def test_json_that_does_not_parse_gets_a_400_saying_where_without_the_body(served):
+    url = served("src/serve.py")
+    body = '{"inputs": [[7, 7, "SECRET-TOKEN'
+    answer = requests.post(
+        f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith("the body is not valid JSON: ")
+    assert "column 20" in answer.text and "SECRET-TOKEN" not in answer.text
+    assert_alive(url)
+
+
+def test_an_announced_body_over_the_limit_is_refused_before_it_is_sent(served):
+    url = served("src/serve.py")
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.putrequest("POST", "/invocations")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(50_000_000))
+    connection.endheaders(b'{"inputs": [')  # 12 bytes of the 50 MB announced: the rest never comes
+    answer = connection.getresponse()
+    assert answer.status == 413
+    assert "(50,000,000 bytes) is over this server's limit of 1,000,000" in answer.read().decode()
+    connection.close()
+    assert_alive(url)
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(served):
+    url = served("src/serve.py")
+    chunks = (b" " * 65_536 for _ in range(24))  # 1.5 MB, sent chunked: no size announced
+    answer = requests.post(
+        f"{url}/invocations", data=chunks, headers={"Content-Type": "application/json"}
+    )
+    assert answer.request.headers["Transfer-Encoding"] == "chunked"
+    assert answer.status_code == 413
+    assert answer.json()["message"].startswith("the body is over this server's limit")
+    assert_alive(url)

@@ -1,0 +1,49 @@
+"""Serve a model over HTTP: MLflow's scoring server behind request guards.
+
+    python src/serve.py                            # the champion on http://127.0.0.1:5001
+    python src/serve.py --model "models:/mnist-cnn/3" --host 0.0.0.0 --port 8080
+
+The protocol is `mlflow models serve`'s: POST /invocations {"inputs": [...]} -> {"predictions"},
+GET /ping. What differs is in front of it (request_guards.py): a POST without Content-Type, a body
+over --max-body-mb, or JSON that does not parse each get a short 4xx, never the body echoed back.
+"""
+
+from __future__ import annotations
+
+import runtime  # first: quiets the backends' start-up logging before keras loads them
+
+# isort: split
+
+import argparse
+
+import uvicorn
+
+import config
+import registry
+from errors import exit_on_error
+from request_guards import RequestGuards
+
+# Sized to the largest request the model takes: 10,000 images (served_model.MAX_IMAGES) of
+# 784 pixels at up to 7 bytes each ("[255], " in the (N, 28, 28, 1) form) are ~55 MB of JSON.
+MAX_BODY_MB = 64
+
+
+@exit_on_error
+def main() -> None:
+    params = config.load()
+    default = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=default, help=f"model URI ({default})")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_MB, help="request size cap")
+    args = parser.parse_args()
+    runtime.configure()
+    app = RequestGuards(registry.scoring_app(args.model), int(args.max_body_mb * 1_000_000))
+    version = registry.resolved_version(args.model)
+    print(f"serving {args.model}" + (f" (version {version})" if version else ""), flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
