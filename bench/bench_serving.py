@@ -6,8 +6,9 @@ Side by side on the 10,000 test images (best of 3 passes, one call per pass): th
 `models:/<registered_model>@champion` through pyfunc (as predict.py and `mlflow models serve`
 load it), the same .keras model called directly with `predict_on_batch` (the floor), and with
 `model.predict` (what the `mlflow.keras` flavor's pyfunc calls: the baseline). Then it starts
-`mlflow models serve` on 127.0.0.1 and times 200 sequential one-image requests (p50/p95/p99),
-beside one-image `predict_on_batch` calls in this process. Writes bench/results/serving.json.
+`mlflow models serve` and src/serve.py (the same app behind request guards) in turn on 127.0.0.1
+and times 200 sequential one-image requests to each (p50/p95/p99), beside one-image
+`predict_on_batch` calls in this process. Writes bench/results/serving.json.
 """
 
 from __future__ import annotations
@@ -61,31 +62,23 @@ def timed(work) -> float:
     return time.perf_counter() - start
 
 
-def served_latency(uri: str, images: np.ndarray, requests_count: int = 200) -> dict[str, float]:
+def servers(uri: str) -> dict[str, list[str]]:
+    """The two ways to serve, as commands: MLflow's own, and the project's guarded one."""
+    mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri]
+    mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(PORT)]
+    serve_py = [sys.executable, str(config.ROOT / "src" / "serve.py"), "--model", uri]
+    serve_py += ["--port", str(PORT)]
+    return {"mlflow models serve": mlflow_serve, "src/serve.py": serve_py}
+
+
+def served_latency(command: list[str], images: np.ndarray, count: int = 200) -> dict[str, float]:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
     }
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(PORT),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{PORT}"
     try:
@@ -97,7 +90,7 @@ def served_latency(uri: str, images: np.ndarray, requests_count: int = 200) -> d
             except requests.ConnectionError:
                 time.sleep(0.5)
         session = requests.Session()
-        bodies = [{"inputs": images[i : i + 1].tolist()} for i in range(requests_count)]
+        bodies = [{"inputs": images[i : i + 1].tolist()} for i in range(count)]
         session.post(f"{url}/invocations", json=bodies[0], timeout=30).raise_for_status()
         latencies = [
             timed(
@@ -111,7 +104,7 @@ def served_latency(uri: str, images: np.ndarray, requests_count: int = 200) -> d
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {**percentiles(latencies), "requests": requests_count}
+    return {**percentiles(latencies), "requests": count}
 
 
 def percentiles(latencies_ms: list[float]) -> dict[str, float]:
@@ -136,7 +129,9 @@ def main() -> None:
         "command": "python bench/bench_serving.py",
         "model": uri,
         "batch_images_per_s": batch_throughput(uri, test.x),
-        "served_single_image": served_latency(uri, test.x),
+        "served_single_image": {
+            name: served_latency(command, test.x) for name, command in servers(uri).items()
+        },
         "direct_single_image": direct_latency(test.x),
         **provenance.record(),
     }
