@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,6 @@ import registry
 import tracking
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
-PORT = 5057
 
 
 def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
@@ -62,33 +63,40 @@ def timed(work) -> float:
     return time.perf_counter() - start
 
 
-def servers(uri: str) -> dict[str, list[str]]:
-    """The two ways to serve, as commands: MLflow's own, and the project's guarded one."""
+def servers(uri: str) -> dict[str, Callable[[int], list[str]]]:
+    """The two ways to serve, as commands for a port: MLflow's own and the guarded one."""
     mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri]
-    mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(PORT)]
-    serve_py = [sys.executable, str(config.ROOT / "src" / "serve.py"), "--model", uri]
-    serve_py += ["--port", str(PORT)]
-    return {"mlflow models serve": mlflow_serve, "src/serve.py": serve_py}
+    mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p"]
+    serve_py = [sys.executable, str(config.ROOT / "src" / "serve.py"), "--model", uri, "--port"]
+    return {
+        "mlflow models serve": lambda port: [*mlflow_serve, str(port)],
+        "src/serve.py": lambda port: [*serve_py, str(port)],
+    }
 
 
-def served_latency(command: list[str], images: np.ndarray, count: int = 200) -> dict[str, float]:
+def free_port() -> int:
+    """A port nothing listens on now: each server gets its own, so one still shutting down
+    cannot answer for the next."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def served_latency(
+    command: Callable[[int], list[str]], images: np.ndarray, count: int = 200
+) -> dict[str, float]:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
     }
+    port = free_port()
     server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    url = f"http://127.0.0.1:{PORT}"
+    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_until_ready(url, server)
         session = requests.Session()
         bodies = [{"inputs": images[i : i + 1].tolist()} for i in range(count)]
         session.post(f"{url}/invocations", json=bodies[0], timeout=30).raise_for_status()
@@ -105,6 +113,19 @@ def served_latency(command: list[str], images: np.ndarray, count: int = 200) -> 
         server.terminate()
         server.wait(timeout=30)
     return {**percentiles(latencies), "requests": count}
+
+
+def wait_until_ready(url: str, server: subprocess.Popen, limit_s: float = 180) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"error: the server exited: {server.stderr.read()[-2000:]}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    sys.exit(f"error: {url} was not ready within {limit_s:.0f} s")
 
 
 def percentiles(latencies_ms: list[float]) -> dict[str, float]:
