@@ -17,7 +17,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -90,8 +91,8 @@ def predict(argv: list[str] | None) -> int:
         image if isinstance(image, imaging.ImageError) else next(probabilities) for image in images
     ]
     figures = explain(loaded.cnn, args.images, images) if args.explain else {}
-    report = as_json if args.json else as_lines
-    report(args.model, version, args.images, answers, figures)
+    show = as_json if args.json else as_lines
+    show(Report(args.model, version, args.images, answers, figures))
     return 1 if len(good) < len(images) else 0
 
 
@@ -123,44 +124,44 @@ def shown(path: Path) -> str:
     return path.as_posix() if relative.startswith("..") else relative
 
 
-def as_lines(
-    uri: str,
-    version: str | None,
-    paths: list[Path],
-    answers: list[Answer],
-    figures: dict[int, Path],
-) -> None:
+@dataclass(frozen=True)
+class Report:
+    uri: str
+    version: str | None
+    paths: list[Path]
+    answers: list[Answer]  # per path: probabilities, or why the file could not be read
+    figures: dict[int, Path]  # by position: the --explain figure saved
+
+    def rows(self) -> Iterator[tuple[Path, Answer, Path | None]]:
+        for position, (path, answer) in enumerate(zip(self.paths, self.answers, strict=True)):
+            yield path, answer, self.figures.get(position)
+
+
+def as_lines(report: Report) -> None:
     """The model once, then one line per file in the order given (errors on stderr)."""
-    print(f"model: {uri}" + (f" (version {version})" if version else ""), flush=True)
-    for position, (path, answer) in enumerate(zip(paths, answers, strict=True)):
+    version = f" (version {report.version})" if report.version else ""
+    print(f"model: {report.uri}{version}", flush=True)
+    for path, answer, figure in report.rows():
         if isinstance(answer, imaging.ImageError):
             print(f"error: {answer}", file=sys.stderr, flush=True)
             continue
-        line = f"{path}: {int(answer.argmax())} ({answer.max():.1%})"
-        if position in figures:
-            line += f", explained in {shown(figures[position])}"
-        print(line, flush=True)
+        explained = f", explained in {shown(figure)}" if figure else ""
+        print(f"{path}: {int(answer.argmax())} ({answer.max():.1%}){explained}", flush=True)
 
 
-def as_json(
-    uri: str,
-    version: str | None,
-    paths: list[Path],
-    answers: list[Answer],
-    figures: dict[int, Path],
-) -> None:
+def as_json(report: Report) -> None:
     entries = []
-    for position, (path, answer) in enumerate(zip(paths, answers, strict=True)):
+    for path, answer, figure in report.rows():
         entry: dict[str, object] = {"file": str(path)}
         if isinstance(answer, imaging.ImageError):
             entry["error"] = str(answer)
         else:
             entry["digit"] = int(answer.argmax())
             entry["probabilities"] = [round(float(p), 6) for p in answer]
-        if position in figures:
-            entry["explanation"] = str(figures[position])
+        if figure:
+            entry["explanation"] = str(figure)
         entries.append(entry)
-    print(json.dumps({"model": uri, "version": version, "files": entries}, indent=2))
+    print(json.dumps({"model": report.uri, "version": report.version, "files": entries}, indent=2))
 
 
 if __name__ == "__main__":
