@@ -23,6 +23,8 @@ COARSE_SIDE = 64  # px: the paper's light is estimated this small (it varies slo
 # Blur sigma, as a fraction of the side, of each round that estimates the paper: wide, so thick
 # strokes cannot pass for paper (narrower follows shadow edges better but hollows bold digits).
 PAPER_BLURS = (0.125, 0.125, 0.125)
+BORDER = 0.02  # of the shorter side: the frame that `is_flat` looks at
+FLAT = 8.0  # grey levels: a frame whose brightness varies less than this is evenly lit paper
 MIN_CONTRAST = 0.25  # of the strongest strokes: fainter pixels are paper texture or noise
 SPECK = 0.0002  # of the image's pixels: smaller components are dust or noise
 LINE_SPAN, LINE_FILL = 0.8, 0.2  # spans 80% of the image, fills <20% of its box: a ruled line
@@ -68,13 +70,34 @@ def shrink(gray: np.ndarray) -> np.ndarray:
 def strokes(gray: np.ndarray) -> np.ndarray:
     """Stroke strength, 0 = paper, whichever the polarity and however uneven the light.
 
-    The paper's own level is estimated everywhere (see `paper_level`) and subtracted; the ink
-    is the polarity with the stronger strokes (dark pen on paper, or chalk on a board).
+    The paper's own level (one level where the frame is evenly lit, see `is_flat`; else estimated
+    everywhere, see `paper_level`) is subtracted; the ink is the polarity with the stronger
+    strokes (dark pen on paper, or chalk on a board).
     """
     smooth = filters.gaussian(gray, sigma=min(gray.shape) / 300, preserve_range=True)
-    residual = smooth - paper_level(smooth)
+    residual = smooth - (flat_paper(smooth) if is_flat(smooth) else paper_level(smooth))
     dark_ink, light_ink = np.clip(-residual, 0, None), np.clip(residual, 0, None)
     return dark_ink if peak(dark_ink) >= peak(light_ink) else light_ink
+
+
+def border(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the image's outer frame, BORDER of the shorter side wide (at least 1 px)."""
+    width = max(1, round(min(gray.shape) * BORDER))
+    inner = np.zeros(gray.shape, dtype=bool)
+    inner[width:-width, width:-width] = True
+    return gray[~inner]
+
+
+def is_flat(gray: np.ndarray) -> bool:
+    """Evenly lit paper all around (a drawing, a clean scan): then the paper is one level. Bold
+    strokes covering a third of the image defeat any local estimate of the paper (they are the
+    local majority) but never reach all of the frame."""
+    low, high = np.percentile(border(gray), [2, 98])
+    return high - low <= FLAT
+
+
+def flat_paper(gray: np.ndarray) -> np.ndarray:
+    return np.full(gray.shape, np.median(border(gray)), dtype=gray.dtype)
 
 
 def paper_level(gray: np.ndarray) -> np.ndarray:

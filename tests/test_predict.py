@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import morphology
 
 import config
 import data
@@ -56,6 +57,29 @@ def test_a_blank_image_is_reported_as_holding_no_digit(tmp_path):
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     with pytest.raises(imaging.ImageError, match="no digit found"):
         imaging.to_mnist(tmp_path / "blank.png")
+
+
+def bold_seven(width: int) -> np.ndarray:
+    """A paint-program 7, black on white, strokes `width` of 280 px wide."""
+    page = np.full((280, 280), 255.0)
+    page[40 : 40 + width, 50:230] = 0  # the bar
+    for row in range(40, 250):  # the slanted stem
+        column = int(230 - (row - 40) * 0.5)
+        page[row, column - width // 2 : column + width // 2] = 0
+    return page
+
+
+@pytest.mark.parametrize("width", [20, 50])
+def test_bold_strokes_come_out_solid_not_hollow(width):
+    page = bold_seven(width)
+    strength = imaging.strokes(page)
+    inside = morphology.binary_erosion(page == 0, morphology.disk(3))  # edges are blurred
+    assert strength[inside].min() > 0.9 * strength.max()
+
+
+def test_paper_lit_unevenly_is_not_taken_for_flat():
+    page = bold_seven(20) * np.linspace(0.6, 1.0, 280)  # light falling off to one side
+    assert imaging.is_flat(bold_seven(20)) and not imaging.is_flat(page)
 
 
 def a_digit() -> np.ndarray:
