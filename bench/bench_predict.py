@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="080c4ba", help="commit whose imaging.py to compare")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    origin = provenance.record()  # before the contact sheet is written: it is a tracked file
     runtime.configure()
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     digits, labels = test.x[: args.per_family, ..., 0], test.y[: args.per_family]
@@ -126,7 +127,7 @@ def main() -> None:
         "digits_per_family": args.per_family,
         "baseline_commit": args.baseline,
         "families": families,
-        **provenance.record(),
+        **origin,
     }
     (RESULTS / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
 
