@@ -18,6 +18,8 @@ from test_predict import as_user_png, photos
 
 pytestmark = pytest.mark.slow
 
+# The README's `dvc exp show` columns: what a user compares, in a 120-column terminal.
+EXP_SHOW_DROP = "Created|epochs|params|.*_loss|train_accuracy|test_macro_f1|.*/.*"
 PROJECT_FILES = (
     "src",
     "params.yaml",
@@ -29,8 +31,8 @@ PROJECT_FILES = (
 )
 
 
-def dvc(root: Path, *args: str) -> str:
-    env = venv_env()
+def dvc(root: Path, *args: str, columns: int = 200) -> str:
+    env = venv_env() | {"COLUMNS": str(columns)}  # the width of the user's terminal
     env["MNIST_MIRROR"] = str(SHARED_MNIST)  # resolved: the stages run in another directory
     env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: <checkout>/mlflow.db
     result = subprocess.run(
@@ -71,6 +73,20 @@ def test_dvc_exp_run_trains_a_working_cnn_on_real_mnist(checkout):
     assert scores["test_accuracy"] >= 0.985  # a broken CNN or a label mix-up lands far below
     history = (checkout / "reports" / "train" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 2  # header + one row per epoch
+
+
+def test_dvc_metrics_and_exp_show_fit_a_120_column_terminal(checkout):
+    """What the README tells users to run after an experiment: short, and the changed param and
+    test accuracy visible."""
+    metrics = dvc(checkout, "metrics", "show").splitlines()
+    assert len(metrics) <= 40 and max(map(len, metrics)) <= 160
+    assert "test_accuracy" in metrics[0] and "val_accuracy" in metrics[0]
+    assert EXP_SHOW_DROP in (REPO / "README.md").read_text()
+    show = ["exp", "show", "--only-changed", "--sort-by", "test_accuracy", "--sort-order", "desc"]
+    table = dvc(checkout, *show, "--drop", EXP_SHOW_DROP, "--no-pager", columns=120)
+    header = table.splitlines()[1].split()
+    assert header == ["Experiment", "val_accuracy", "test_accuracy", "train.epochs"], table
+    assert max(map(len, table.splitlines())) <= 120, table
 
 
 def test_the_experiment_is_one_mlflow_run_in_the_default_store_with_a_registered_model(checkout):
