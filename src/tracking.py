@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,16 @@ import config
 import data
 import files
 from errors import PipelineError, translator
+
+# MLflow's chatter with nothing to act on, kept out of the stages' output: INFO lines while a
+# model is logged ("Detected uv project", "Validating input example"), a progress bar for one
+# small download, a warning that this uv-made environment has no pip (the model's requirements
+# are pinned explicitly), and a warning that a local .npz fits two kinds of dataset source (both
+# are LocalArtifactDatasetSource). MLflow's other warnings and errors still show.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
 # MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
 # minutes) and waits 120 s on a silent one. A stage should fail sooner: 3 retries, about 10 s
