@@ -235,9 +235,11 @@ def load_from_cli(description: str, argv: Sequence[str] | None = None) -> Params
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a params.yaml value for this run only, e.g. train.epochs=3",
+        help="override a params.yaml value for this run only, e.g. train.epochs=3 "
+        "(KEY= with no value keeps params.yaml's: MLproject passes every parameter)",
     )
-    return load(overrides=parser.parse_args(argv).set)
+    given = [item for item in parser.parse_args(argv).set if not item.endswith("=")]
+    return load(overrides=given)
 
 
 def _describe(path: Path, err: ValidationError) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -186,9 +187,23 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
     if exp is not None:
         end_orphaned_runs(exp)
     with mlflow.start_run(experiment_id=exp) as run, ended_as_killed_on_interrupt():
+        if in_project:
+            note_foreign_experiment(run.info.experiment_id, params.tracking.experiment)
         mlflow.log_params(flatten(params.model_dump(mode="json")))
         mlflow.set_tags(tags | {OWNER_TAG: this_process()})
         yield run.info.run_id
+
+
+def note_foreign_experiment(experiment_id: str, ours: str) -> None:
+    """`mlflow run` without --experiment-name puts its run in "Default", apart from the
+    pipeline's other runs; it cannot be moved, so say how to keep the next one with them."""
+    name = mlflow.get_experiment(experiment_id).name
+    if name != ours:
+        print(
+            f"note: this run is in MLflow experiment {name!r}, not {ours!r}: pass "
+            f"--experiment-name {ours} to `mlflow run` to keep runs together",
+            file=sys.stderr,
+        )
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 import argparse
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,11 +279,21 @@ def summarize(study: optuna.Study, parent_id: str, apply: bool) -> dict[str, Any
 
 def parse_args(defaults: config.TuneParams, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-trials", type=int, default=defaults.n_trials, help="this worker's")
-    parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds")
-    parser.add_argument("--study", default=defaults.study)
+    parser.add_argument(
+        "--n-trials",
+        type=given(int, defaults.n_trials),
+        default=defaults.n_trials,
+        help="this worker's",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=given(float, defaults.timeout_s),
+        default=defaults.timeout_s,
+        help="seconds",
+    )
+    parser.add_argument("--study", type=given(str, defaults.study), default=defaults.study)
     parser.add_argument("--storage", default=defaults.storage, help="RDB URL (default: sqlite)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=given(int, defaults.seed), default=defaults.seed)
     parser.add_argument("--apply", action="store_true", help="write the winner to params.yaml")
     parser.add_argument(
         "--register",
@@ -296,6 +306,16 @@ def parse_args(defaults: config.TuneParams, argv: list[str] | None) -> argparse.
         help="only log the study's plots, table and best params (no trials)",
     )
     return parser.parse_args(argv)
+
+
+def given(kind: type, default: Any) -> Callable[[str], Any]:
+    """An option's parser where "" means params.yaml's value (MLproject passes every parameter)."""
+
+    def parse(text: str) -> Any:
+        return kind(text) if text else default
+
+    parse.__name__ = kind.__name__  # argparse names it in errors: "invalid int value: 'x'"
+    return parse
 
 
 def open_study(name: str, rdb: RDBStorage, pruner_name: str, existing: bool) -> optuna.Study:
