@@ -31,9 +31,10 @@ import optuna
 
 import config
 import data
+import search
 import tracking
 import training
-import tune
+from search_progress import SearchProgress
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
 PRUNERS = [name for name in config.PRUNERS if name != "none"]
@@ -42,11 +43,15 @@ PRUNERS = [name for name in config.PRUNERS if name != "none"]
 def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: float) -> dict:
     parent = tracking.study_run("bench-tune", f"bench-{pruner}", "memory")
     study = optuna.create_study(
-        direction="maximize", pruner=tune.pruner(pruner), sampler=optuna.samplers.TPESampler(seed=0)
+        direction="maximize",
+        pruner=search.pruner(pruner),
+        sampler=optuna.samplers.TPESampler(seed=0),
     )
+    progress = SearchProgress(n_trials=1000, timeout_s=budget_s)
+    objective = search.Objective(splits, scaling, parent, config.load(), progress=progress)
     start = time.perf_counter()
     study.optimize(
-        tune.Objective(splits, scaling, parent), timeout=budget_s, callbacks=[tune.report_trial]
+        objective, timeout=budget_s, callbacks=[search.TrialReport(parent, progress)]
     )
     hours = (time.perf_counter() - start) * (os.cpu_count() or 1) / 3600
     states = [t.state.name for t in study.trials]

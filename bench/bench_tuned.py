@@ -4,8 +4,8 @@
 
 Run as a user would, in a fresh clone of HEAD with its own MLflow store and study file, MNIST
 from $MNIST_MIRROR (else ../shared/mnist): `dvc repro preprocess`; `python src/tune.py --timeout
-BUDGET` (one worker; the default space, pruner and seed); `python src/tune.py --summary-only
---apply`; `dvc repro`. Records the search's CPU time (user + system of the worker and its
+BUDGET` (one worker; the default space, pruner and seed); `python src/tune.py --apply`;
+`dvc repro`. Records the search's CPU time (user + system of the worker and its
 children, from getrusage, so the budget is counted in CPU time, not assumed from wall time), its
 trials, the best trial, and the retrained model's validation and test accuracy, beside the
 targets of issue 4. Writes bench/results/tuned.json.
@@ -96,7 +96,7 @@ def main() -> None:
         run(clone, "dvc", "repro", "preprocess")
         result = {"commit": commit, "budget_s": args.budget_s}
         result["search"] = search(clone, args.budget_s) | trials(clone)
-        run(clone, sys.executable, "src/tune.py", "--summary-only", "--apply", "--study", STUDY)
+        run(clone, sys.executable, "src/tune.py", "--apply", "--study", STUDY)
         start = time.perf_counter()
         run(clone, "dvc", "repro")
         result["retrained"] = retrained(clone, time.perf_counter() - start)

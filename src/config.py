@@ -131,7 +131,7 @@ PRUNERS: tuple[str, ...] = get_args(PrunerName)
 
 class TuneParams(Strict):
     study: str = Field(min_length=1)
-    storage: str | None  # None: the embedded default, see tune.py
+    storage: str | None  # None: the embedded SQLite default, see studies.py
     n_trials: PositiveInt  # per worker process
     max_trials: PositiveInt | None  # for the whole study, across workers
     timeout_s: Annotated[float, Field(gt=0)] | None
@@ -179,56 +179,76 @@ class ParamsError(PipelineError):
     """params.yaml is missing, unparsable or invalid; the message says which key and why."""
 
 
-def load(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> Params:
-    """Read and validate params.yaml, with `key.path=value` overrides applied first; raise
-    ParamsError naming every bad key."""
+def load(
+    path: Path = PARAMS_FILE,
+    overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> Params:
+    """Read and validate params.yaml, with `key.path=value` overrides (and already parsed
+    `values`, by the same dotted keys) applied first; raise ParamsError naming every bad key."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as err:
         raise ParamsError(f"{path} not found: run from a checkout of the project") from err
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
-    for override in overrides:
-        _apply(raw, override)
+    for key, value in [*map(parse_override, overrides), *(values or {}).items()]:
+        set_path(raw, key, value)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_describe(path, err)) from err
 
 
-def _apply(tree: dict, override: str) -> None:
-    """Set one `a.b.0.c=value` (value parsed as YAML, as `dvc exp run -S` does) in the raw tree."""
+def parse_override(override: str) -> tuple[str, Any]:
+    """`a.b.0.c=value` -> ("a.b.0.c", value parsed as YAML, as `dvc exp run -S` does)."""
     key, sep, value = override.partition("=")
     if not sep or not key:
         raise ParamsError(f"override {override!r} is not KEY=VALUE, e.g. train.epochs=3")
-    set_path(tree, key, yaml.safe_load(value))
+    return key, yaml.safe_load(value)
 
 
 def set_path(tree: Any, key: str, value: Any) -> None:
-    """Set `value` at dotted `key` in nested dicts/lists (numbers index lists): a.b.0.c."""
-    *parents, leaf = key.split(".")
-    node = tree
-    for part in parents:
-        node = _child(node, part)
-        if not isinstance(node, dict | list):
-            raise ParamsError(f"{key}: {part} is not a section of params.yaml")
+    """Set `value` at dotted `key` in nested dicts/lists (numbers index lists): a.b.0.c. A dict's
+    own keys may hold dots (tune.space's keys are params paths); the longest one that matches is
+    taken, so tune.space.train.epochs.high is `high` of the train.epochs dimension."""
+    node, rest = tree, key.split(".")
+    while len(rest) > 1 and (step := _step(node, rest, key)) is not None:
+        node, rest = step
     if isinstance(node, list):
-        if not leaf.isdigit() or int(leaf) >= len(node):
+        leaf = rest[0]
+        if len(rest) > 1 or not leaf.isdigit() or int(leaf) >= len(node):
             raise ParamsError(f"{key}: {leaf} is not an index of a {len(node)}-item list")
         node[int(leaf)] = value
     else:
-        node[leaf] = value
+        node[".".join(rest)] = value
 
 
-def _child(node: Any, part: str) -> Any:
+def _step(node: dict | list, rest: list[str], key: str) -> tuple[Any, list[str]] | None:
+    """One level down `rest`: the section it names and what is left, or None when the rest is
+    a single (perhaps dotted, perhaps new) key of `node`."""
     if isinstance(node, list):
-        return node[int(part)] if part.isdigit() and int(part) < len(node) else None
-    return node.get(part) if isinstance(node, dict) else None
+        head = rest[0]
+        if head.isdigit() and int(head) < len(node) and isinstance(node[int(head)], dict | list):
+            return node[int(head)], rest[1:]
+        raise ParamsError(f"{key}: {head} is not a section of params.yaml")
+    for taken in range(len(rest) - 1, 0, -1):
+        child = node.get(".".join(rest[:taken]))
+        if isinstance(child, dict | list):
+            return child, rest[taken:]
+    if rest[0] in node:  # a value, not a section: seed.x
+        raise ParamsError(f"{key}: {rest[0]} is not a section of params.yaml")
+    return None
 
 
 def load_from_cli(description: str, argv: Sequence[str] | None = None) -> Params:
     """params.yaml plus any `-S key=value` from the command line (MLproject entry points use it)."""
     parser = argparse.ArgumentParser(description=description)
+    add_set_option(parser)
+    return load(overrides=given_overrides(parser.parse_args(argv).set))
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-S",
         "--set",
@@ -238,8 +258,10 @@ def load_from_cli(description: str, argv: Sequence[str] | None = None) -> Params
         help="override a params.yaml value for this run only, e.g. train.epochs=3 "
         "(KEY= with no value keeps params.yaml's: MLproject passes every parameter)",
     )
-    given = [item for item in parser.parse_args(argv).set if not item.endswith("=")]
-    return load(overrides=given)
+
+
+def given_overrides(items: Sequence[str]) -> list[str]:
+    return [item for item in items if not item.endswith("=")]
 
 
 def _describe(path: Path, err: ValidationError) -> str:

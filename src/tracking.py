@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -305,7 +305,9 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
 
 # --- tuning: one parent run per Optuna study, one nested child run per trial ---
 
-STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# A pruned trial did what was asked of it: FINISHED, its trial_state tag says PRUNED (KILLED
+# would show it in red, like a run someone stopped).
+STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
 
 def study_run(experiment: str, study: str, storage: str) -> str:
@@ -327,6 +329,30 @@ def study_run(experiment: str, study: str, storage: str) -> str:
         tags={"optuna_study": study, "optuna_storage": masked(storage)},
     )
     return run.info.run_id
+
+
+@contextmanager
+def searching(parent_id: str, others_running: Callable[[], bool]) -> Iterator[None]:
+    """The study's parent run is RUNNING while a worker searches. It ends FINISHED when the
+    last worker's search ends (a later worker reopens it), KILLED if the search is interrupted."""
+    client = mlflow.MlflowClient()
+    client.update_run(parent_id, status="RUNNING")
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    if not others_running():
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def log_trial_outcome(parent_id: str, number: int, value: float | None, best: float | None) -> None:
+    """On the study's run, by trial number: each complete trial's score and the best so far
+    (the curve a user watches flatten)."""
+    client = mlflow.MlflowClient()
+    for name, metric in {"val_accuracy": value, "best_val_accuracy": best}.items():
+        if metric is not None:
+            client.log_metric(parent_id, name, float(metric), step=number)
 
 
 @contextmanager

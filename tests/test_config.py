@@ -75,6 +75,19 @@ def test_command_line_overrides_apply_before_validation():
     assert (params.train.epochs, params.train.model.dense, params.seed) == (3, [64, 32], 7)
 
 
+def test_overrides_reach_into_the_search_space_whose_keys_hold_dots():
+    params = config.load(
+        overrides=[
+            "tune.space.train.epochs.high=14",
+            "tune.space.train.batch_size={choices: [64, 256]}",
+        ]
+    )
+    space = params.tune.space
+    assert (space["train.epochs"].low, space["train.epochs"].high) == (12, 14)
+    assert space["train.batch_size"].choices == [64, 256]
+    assert params.train.epochs == 12  # the searched key itself is untouched
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,12 +20,15 @@ from filelock import FileLock
 
 import config
 import data
+import errors
+import params_file
 import registry
+import search
 import studies
 import tracking
-import tune
 from conftest import REPO, run_stage
 from mnist_fakes import synthetic_digits
+from search_progress import SearchProgress
 
 TINY_SPACE = {
     "train.model.blocks.0.filters": {"low": 4, "high": 8},
@@ -69,18 +74,58 @@ def mlflow_runs() -> list[mlflow.entities.Run]:
 def test_a_three_trial_study_gives_three_child_runs_under_one_parent(tune_project):
     result = run_stage(tune_project, "tune", args=["--n-trials", "3"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [t.state.name for t in study_in(tune_project).trials] == ["COMPLETE"] * 3
+    trials = study_in(tune_project).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     runs = mlflow_runs()
     (parent,) = [r for r in runs if "optuna_study" in r.data.tags]
+    assert parent.info.run_name == "study-mnist-cnn" and parent.info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(c.data.tags["optuna_trial"] for c in children) == ["0", "1", "2"]
+    assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1", "trial-2"]
     assert all(c.data.tags["trial_state"] == "COMPLETE" for c in children)
     assert set(children[0].data.params) == set(TINY_SPACE)
+    history = mlflow.MlflowClient().get_metric_history(parent.info.run_id, "best_val_accuracy")
+    running_best = np.maximum.accumulate([t.value for t in trials])
+    history = sorted(history, key=lambda m: m.step)
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx(running_best)
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
     assert "plots/optimization_history.png" in logged and "plots/intermediate_values.png" in logged
     best = yaml.safe_load((tune_project / "reports" / "tune" / "best_params.yaml").read_text())
     assert best["value"] == study_in(tune_project).best_value
-    assert "rerun with --apply" in result.stdout
+
+
+def test_a_search_says_once_per_trial_how_far_it_is_and_nothing_else(tune_project):
+    result = run_stage(tune_project, "tune", args=["--n-trials", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    ended = [line for line in lines if re.match(r"trial \d+ COMPLETE", line)]
+    assert [line.split()[1] for line in ended] == ["0", "1"]  # each trial once
+    assert "1 of 2 done" in ended[0] and "left" in ended[0] and "2 of 2 done" in ended[1]
+    assert any(line.startswith("trial 0 (1 of 2) epoch 1/") for line in lines)
+    assert "Trial 0 finished" not in result.stdout + result.stderr  # Optuna's own log line
+    assert result.stderr == ""
+
+
+def test_the_hint_to_apply_writes_that_studys_winner_without_searching(tune_project):
+    result = run_stage(tune_project, "tune", args=["--n-trials", "2", "--study", "quick"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    applied = run_hint(tune_project, result.stdout, "--apply")
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    assert len(study_in(tune_project, "quick").trials) == 2  # no trial ran
+    params = config.load(tune_project / "params.yaml")
+    flat = tracking.flatten(params.model_dump(mode="json"))
+    best = study_in(tune_project, "quick").best_params
+    assert {key: flat[key] for key in best} == best
+    assert "run `dvc repro` to train it" in applied.stdout
+
+
+def run_hint(project: Path, stdout: str, flag: str) -> subprocess.CompletedProcess[str]:
+    """Run, as printed, the command a search suggests for `flag` (up to any `&&` or comment)."""
+    hints = [line for line in stdout.splitlines() if flag in line]
+    assert len(hints) == 1, stdout
+    command = shlex.split(hints[0].split("&&")[0].split("#")[0])
+    assert command[:2] == ["python", "src/tune.py"], hints[0]
+    return run_stage(project, "tune", args=command[2:])
 
 
 def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
@@ -91,30 +136,30 @@ def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01)
     )  # always
-    objective = tune.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent)
+    objective = search.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, config.load())
     study.optimize(objective, n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     (child,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") == parent]
-    assert child.data.tags["trial_state"] == "PRUNED" and child.info.status == "KILLED"
+    assert child.data.tags["trial_state"] == "PRUNED" and child.info.status == "FINISHED"
 
 
 def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
     """A pruner that would stop every trial stops it only up to the last prune epoch."""
     always = optuna.pruners.ThresholdPruner(lower=1.01)
-    study = optuna.create_study(pruner=tune.EarlyOnly(always, tune.LAST_PRUNE_EPOCH))
+    study = optuna.create_study(pruner=search.EarlyOnly(always, search.LAST_PRUNE_EPOCH))
     trial = study.ask()
     decisions = []
-    for step in range(1, tune.LAST_PRUNE_EPOCH + 3):
+    for step in range(1, search.LAST_PRUNE_EPOCH + 3):
         trial.report(0.5, step)
         decisions.append(trial.should_prune())
-    assert decisions == [True] * tune.LAST_PRUNE_EPOCH + [False, False]
-    built = [tune.pruner(name) for name in config.PRUNERS]
-    assert built and all(isinstance(p, tune.EarlyOnly) for p in built)
+    assert decisions == [True] * search.LAST_PRUNE_EPOCH + [False, False]
+    built = [search.pruner(name) for name in config.PRUNERS]
+    assert built and all(isinstance(p, search.EarlyOnly) for p in built)
 
 
 def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_ones():
     """The bar is the complete trials at the same epoch; pruned ones never lower it."""
-    study = optuna.create_study(direction="maximize", pruner=tune.pruner("quartile"))
+    study = optuna.create_study(direction="maximize", pruner=search.pruner("quartile"))
     for curve in ([0.90, 0.95], [0.92, 0.96], [0.94, 0.97], [0.96, 0.98]):
         trial = study.ask()
         for step, value in enumerate(curve, start=1):
@@ -146,9 +191,9 @@ def test_trials_report_each_epoch_at_the_epochs_trained():
     x = images[..., np.newaxis]
     splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
     parent = tracking.study_run("mnist-cnn", "steps", "memory")
-    objective = tune.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent)
     tiny = "{train.epochs: {choices: [4]}, train.model.dense.0: {choices: [16]}}"
-    objective.space = config.load(overrides=[f"tune.space={tiny}"]).tune.space
+    params = config.load(overrides=[f"tune.space={tiny}"])
+    objective = search.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, params)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.optimize(objective, n_trials=1)
     assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4]
@@ -200,26 +245,87 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     assert studies.fail_orphans(rdb, study, later) == []
 
 
-def test_register_retrains_the_winner_and_registers_it_as_challenger(tune_project):
-    result = run_stage(tune_project, "tune", args=["--n-trials", "1", "--register"])
+def test_a_quick_search_fixes_train_values_and_register_retrains_its_winner(tune_project):
+    quick = ["-S", "tune.n_trials=1", "-S", "train.epochs=1"]
+    narrower = ["-S", "tune.space.train.learning_rate.high=0.002"]
+    result = run_stage(tune_project, "tune", args=[*quick, *narrower])
     assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = study_in(tune_project).trials
+    assert "train.epochs" not in trial.params and trial.params["train.learning_rate"] <= 0.002
+    (child,) = [r for r in mlflow_runs() if r.data.tags.get("optuna_trial") == "0"]
+    assert child.data.params["train.epochs"] == "1"
+    registered = run_hint(tune_project, result.stdout, "--register")
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    assert len(study_in(tune_project).trials) == 1  # no trial ran
     client = mlflow.MlflowClient(tracking.tracking_uri())
     version = client.get_model_version_by_alias("mnist-cnn", "challenger")
     assert version.tags["source"] == "tune" and version.tags["trial"] == "0"
-    trial_value = study_in(tune_project).best_value
-    assert float(version.tags["val_accuracy"]) == trial_value  # deterministic retraining on CPU
+    # Retrained with the fixed epochs=1, deterministically on CPU: the trial's own score.
+    assert float(version.tags["val_accuracy"]) == trial.value
     assert "champion" not in client.get_registered_model("mnist-cnn").aliases
     images = synthetic_digits(3, seed=5)[0][..., np.newaxis]
     assert registry.load_model("models:/mnist-cnn@challenger").predict(images).shape == (3, 10)
 
 
-def test_summary_of_a_missing_study_fails_without_creating_it(tune_project):
-    result = run_stage(tune_project, "tune", args=["--summary-only", "--study", "typo"])
+def test_apply_on_a_missing_study_fails_without_creating_it(tune_project):
+    result = run_stage(tune_project, "tune", args=["--apply", "--study", "typo"])
     assert result.returncode == 1
-    assert "no study named 'typo'" in result.stderr and "--summary-only" in result.stderr
+    assert "no study named 'typo'" in result.stderr and "--study typo" in result.stderr
     storage = f"sqlite:///{tune_project}/optuna/studies.db"
     assert "typo" not in optuna.get_all_study_names(storage)
-    assert mlflow_runs() == []
+    assert not [r for r in mlflow_runs() if r.data.tags.get("optuna_study") == "typo"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--apply", "-S", "train.epochs=2"], "drop the train.* and seed -S values"),
+        (["-S", "preprocess.val_size=100"], "-S preprocess.val_size: tune.py reads only"),
+        (["--n-trials", "0"], "tune.n_trials: Input should be greater than 0"),
+    ],
+)
+def test_bad_tune_commands_are_named_before_anything_loads(args, expected):
+    result = subprocess.run(
+        [sys.executable, "src/tune.py", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_answers_without_loading_the_heavy_libraries():
+    code = (
+        "import runpy, sys\n"
+        "sys.path.insert(0, 'src'); sys.argv = ['src/tune.py', '--help']\n"
+        "try:\n    runpy.run_path('src/tune.py', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(set(sys.modules) & {'keras', 'tensorflow', 'optuna', 'mlflow'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "--apply" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_worker_must_search_with_the_values_its_study_fixed():
+    study = optuna.create_study(direction="maximize")
+    search.keep_fixed(study, {"train.epochs": 2})
+    search.keep_fixed(study, {"train.epochs": 2})  # the same: joins
+    refused = re.escape("-S train.epochs=2, this command with none")
+    with pytest.raises(errors.PipelineError, match=refused):
+        search.keep_fixed(study, {})
+
+
+def test_progress_counts_trials_and_estimates_the_time_left_within_the_budget():
+    now = [100.0]
+    progress = SearchProgress(n_trials=4, timeout_s=300, clock=lambda: now[0])
+    assert progress.current() == "1 of 4" and progress.left_s() is None
+    now[0] += 60
+    assert progress.trial_ended() == "1 of 4 done, 0:01:00 elapsed, about 0:03:00 left"
+    now[0] += 180  # slow trial: the timeout now ends the search first
+    assert progress.trial_ended() == "2 of 4 done, 0:04:00 elapsed, about 0:01:00 left"
+    assert progress.current() == "3 of 4"
+    now[0] += 60
+    assert progress.trial_ended() == "3 of 4 done, 0:05:00 elapsed"
 
 
 def test_an_unreachable_mlflow_server_fails_before_any_study_exists(tune_project):
@@ -238,7 +344,7 @@ def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
         "train.augment.rotate_deg": 7.5,
         "train.epochs": 9,
     }
-    tune.apply_to_params(best, copy)
+    params_file.set_values(best, copy)
     before = yaml.safe_load((REPO / "params.yaml").read_text())
     after = yaml.safe_load(copy.read_text())
     flat_before, flat_after = tracking.flatten(before), tracking.flatten(after)
@@ -256,7 +362,7 @@ def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
 def test_the_search_space_is_read_from_params():
     space = config.load(overrides=["tune.space={train.epochs: {choices: [3, 5]}}"]).tune.space
     trial = optuna.trial.FixedTrial({"train.epochs": 5})
-    assert tune.suggest(trial, space) == {"train.epochs": 5}
+    assert search.suggest(trial, space) == {"train.epochs": 5}
 
 
 def start_tune(project: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
@@ -276,6 +382,6 @@ def wait_for_first_epoch(worker: subprocess.Popen) -> None:
     seen = []
     for line in worker.stdout:
         seen.append(line)
-        if line.startswith("trial 0 epoch 1/"):
+        if re.match(r"trial 0 \(1 of \d+\) epoch 1/", line):
             return
     pytest.fail("the worker ended before its first epoch:\n" + "".join(seen[-30:]))

@@ -1,0 +1,41 @@
+"""Writing params.yaml back: only the keys asked for change; comments and layout stay."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from ruamel.yaml import YAML
+
+import config
+import files
+
+
+def round_trip_yaml() -> YAML:
+    """Round-trip YAML that writes params.yaml back in its own style (indents, widths, null)."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # never re-wrap a line
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return yaml
+
+
+def set_values(values: Mapping[str, Any], path: Path = config.PARAMS_FILE) -> None:
+    """Set each dotted key (as `-S` names them) in params.yaml; an invalid result is refused
+    and params.yaml is left as it was."""
+    yaml = round_trip_yaml()
+    tree = yaml.load(path.read_text())
+    for key, value in values.items():
+        config.set_path(tree, key, value)
+    with files.atomic_path(path) as tmp:
+        with tmp.open("w") as handle:
+            yaml.dump(tree, handle)
+        config.load(tmp)
+
+
+def dump(tree: Any, handle: IO[str]) -> None:
+    round_trip_yaml().dump(tree, handle)
