@@ -13,14 +13,11 @@ import files
 
 
 def round_trip_yaml() -> YAML:
-    """Round-trip YAML that writes params.yaml back in its own style (indents, widths, null)."""
+    """Round-trip YAML in the style `dvc exp run -S` writes (block lists indented as their key,
+    null as an empty value), so that params.yaml has one style whoever edits it."""
     yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.default_flow_style = False
     yaml.width = 4096  # never re-wrap a line
-    yaml.representer.add_representer(
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
     return yaml
 
 

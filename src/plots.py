@@ -56,7 +56,7 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     fig = Figure(figsize=(6.4, 5.6))
     ax = fig.add_subplot()
     off_diagonal = np.where(np.eye(len(matrix), dtype=bool), 0, matrix)
-    image = ax.imshow(off_diagonal, cmap="Reds")
+    image = ax.imshow(off_diagonal, cmap="Reds", vmin=0)
     fig.colorbar(image, ax=ax, label="misclassified count")
     for (true, pred), count in np.ndenumerate(matrix):
         ax.text(
@@ -65,8 +65,8 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
             str(count),
             ha="center",
             va="center",
-            fontsize=7,
-            color="gray" if true == pred else "black",
+            fontsize=7.5,
+            color=count_color(count, true == pred, image.norm(off_diagonal[true, pred])),
         )
     ax.set_xticks(range(len(matrix)))
     ax.set_yticks(range(len(matrix)))
@@ -74,6 +74,14 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     ax.set_ylabel("true digit")
     ax.set_title("Confusion matrix (test set; diagonal in gray)")
     return fig
+
+
+def count_color(count: int, diagonal: bool, shade: float) -> str:
+    """Gray on the diagonal and for zeros; white on the darker half of the red scale, where
+    black would vanish; black elsewhere."""
+    if diagonal or count == 0:
+        return "gray"
+    return "white" if shade > 0.5 else "black"
 
 
 def cnn_views(views: CnnViews, original: np.ndarray | None = None) -> Figure:

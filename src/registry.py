@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
 import tracking
@@ -31,6 +32,7 @@ SCORE_TAG = "test_accuracy"  # set only by evaluate: versions without it are nev
 SERVING_PACKAGES = ("keras", "mlflow", "numpy", "pandas")
 SERVED_MODEL = str(Path(__file__).with_name("served_model.py"))
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+ALREADY_EXISTS_CODES = {ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)}
 # Each round re-reads after writing; a round only repeats when another evaluation wrote in
 # between, so even many racing evaluations settle in a few rounds.
 MAX_ROUNDS = 20
@@ -56,9 +58,20 @@ def log_and_register(model: keras.Model, sample: np.ndarray, registered_name: st
             signature=ModelSignature(outputs=outputs),
             input_example=sample,
             pip_requirements=pins,
-            registered_model_name=registered_name,
         )
-    return str(info.registered_model_version)
+    # Registered through the client, not log_model's registered_model_name: that one prints
+    # two lines of its own ("Registered model ... already exists", "Created version ...")
+    # around the one line the stage prints about the same version.
+    client = mlflow.MlflowClient()
+    try:
+        client.create_registered_model(registered_name)
+    except MlflowException as err:
+        if err.error_code not in ALREADY_EXISTS_CODES:  # another evaluation may have made it
+            raise
+    version = client.create_model_version(
+        registered_name, info.model_uri, run_id=info.run_id, model_id=info.model_id
+    )
+    return str(version.version)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ STORE_FIXES = {
     "unable to open database": "check that the database's folder exists and is writable",
     "API request": "the server failed the request; check the server's log",
 }
+# What the MLflow UI (3.x) reads to open an experiment on its runs, not on GenAI traces.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # The pid and start time of the process that owns a pipeline run: with them the next run can
 # tell a run whose process was killed (SIGKILL, a lost machine is not detectable) from a live one.
 OWNER_TAG = "owner_process"
@@ -128,12 +130,16 @@ def artifact_root(uri: str) -> str | None:
 
 
 def experiment_id(name: str) -> str:
-    """The experiment's id, creating it (with an absolute artifact location) if it is new."""
+    """The experiment's id, creating it (with an absolute artifact location) if it is new. It is
+    marked as model training: without the mark, `mlflow ui` opens it on its GenAI (traces) page."""
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = artifact_root(mlflow.get_tracking_uri())
-    return mlflow.create_experiment(name, artifact_location=location)
+    if found is None:
+        location = artifact_root(mlflow.get_tracking_uri())
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    if not EXPERIMENT_KIND.items() <= found.tags.items():  # made by an older version of ours
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,13 +174,20 @@ def git_state() -> dict[str, str]:
 def lineage(params: config.Params, data_digest: str, arch: str, device: str) -> dict[str, str]:
     """The tags that answer 'what exactly produced this run?'."""
     canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
-    return git_state() | {
-        "data_digest": data_digest,
-        "arch": arch,
-        "device": device,
-        "keras_backend": keras.backend.backend(),
-        "params_hash": hashlib.sha256(canonical).hexdigest()[:16],
-    }
+    experiment = (
+        {"dvc_experiment": os.environ["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in os.environ else {}
+    )
+    return (
+        git_state()
+        | experiment
+        | {
+            "data_digest": data_digest,
+            "arch": arch,
+            "device": device,
+            "keras_backend": keras.backend.backend(),
+            "params_hash": hashlib.sha256(canonical).hexdigest()[:16],
+        }
+    )
 
 
 @contextmanager
@@ -186,12 +199,26 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
     exp = None if in_project else experiment_id(params.tracking.experiment)
     if exp is not None:
         end_orphaned_runs(exp)
-    with mlflow.start_run(experiment_id=exp) as run, ended_as_killed_on_interrupt():
+    name = None if in_project else run_name(tags)  # `mlflow run` has named its run already
+    with (
+        mlflow.start_run(experiment_id=exp, run_name=name) as run,
+        ended_as_killed_on_interrupt(),
+    ):
         if in_project:
             note_foreign_experiment(run.info.experiment_id, params.tracking.experiment)
         mlflow.log_params(flatten(params.model_dump(mode="json")))
         mlflow.set_tags(tags | {OWNER_TAG: this_process()})
         yield run.info.run_id
+
+
+def run_name(tags: Mapping[str, str]) -> str:
+    """Under `dvc exp run`, the experiment's name (as `dvc exp show` lists it); under `dvc repro`,
+    the commit it trained: repro-1a2b3c4, with -dirty when the checkout had local changes."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    if tags.get("git_dirty") not in {"true", "false"}:  # not a git checkout
+        return "repro"
+    return f"repro-{tags['git_commit'][:7]}" + ("-dirty" if tags["git_dirty"] == "true" else "")
 
 
 def note_foreign_experiment(experiment_id: str, ours: str) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import evaluate
+import plots
 
 
 @pytest.fixture
@@ -32,3 +33,14 @@ def test_metrics_are_computed_from_the_predictions(ev):
 def test_confusion_counts_true_rows_against_predicted_columns(ev):
     matrix = ev.confusion()
     assert matrix[2, 1] == 1 and matrix.trace() == 3 and matrix.sum() == 4
+
+
+def test_every_count_in_the_confusion_figure_stands_out_from_its_cell():
+    matrix = np.diag([50, 60, 70])
+    matrix[2, 0], matrix[0, 1] = 9, 1  # the darkest cell and a light one
+    texts = {
+        text.get_position(): text.get_color()
+        for text in plots.confusion_matrix(matrix).axes[0].texts
+    }
+    assert texts[(0, 2)] == "white"  # (x=predicted, y=true) on the darkest red
+    assert texts[(1, 0)] == "black" and texts[(0, 0)] == "gray" and texts[(2, 0)] == "gray"

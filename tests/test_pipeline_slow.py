@@ -60,12 +60,28 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, target)
-    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
-    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "fresh clone"], cwd=root, check=True)
+    git(root, "init", "-q")
+    commit_all(root, "fresh clone")
     dvc(root, "exp", "run", "-S", "train.epochs=2")
     return root
+
+
+def git(root: Path, *args: str) -> str:
+    identity = ["-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    command = ["git", *identity, *args]
+    return subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def commit_all(root: Path, message: str) -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+
+
+def test_the_experiment_changed_only_the_line_it_set_in_params_yaml(checkout):
+    """`dvc exp run -S` rewrites params.yaml; shaped as DVC writes it, comments survive."""
+    diff = git(checkout, "diff", "-U0", "params.yaml").splitlines()
+    changed = [line for line in diff if line[:1] in "+-" and line[:3] not in {"+++", "---"}]
+    assert changed == ["-  epochs: 12", "+  epochs: 2"]
 
 
 def test_dvc_exp_run_trains_a_working_cnn_on_real_mnist(checkout):
@@ -96,6 +112,8 @@ def test_the_experiment_is_one_mlflow_run_in_the_default_store_with_a_registered
     scores = json.loads((checkout / "reports" / "eval" / "metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(scores["test_accuracy"])
     assert run.data.params["train.epochs"] == "2"
+    (name,) = dvc(checkout, "exp", "list", "--name-only").split()
+    assert run.info.run_name == name and run.data.tags["dvc_experiment"] == name
     version = mlflow.MlflowClient().get_model_version_by_alias("mnist-cnn", "challenger")
     assert version.run_id == run.info.run_id
     verdict = (
@@ -136,3 +154,29 @@ def test_every_kind_of_user_image_is_read_right_through_the_cli(checkout, tmp_pa
 def test_a_second_repro_reruns_nothing(checkout):
     assert "Running stage" not in dvc(checkout, "repro")
     assert "Data and pipelines are up to date" in dvc(checkout, "status")
+
+
+def test_the_readme_command_undoes_a_failed_experiment(checkout):
+    """Runs last: it commits the 2-epoch experiment, as a user keeping it would."""
+    commit_all(checkout, "keep the 2-epoch experiment")
+    failed = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=0"],
+        cwd=checkout,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert failed.returncode != 0 and "train.epochs" in failed.stderr + failed.stdout
+    assert not (checkout / "models" / "model.keras").exists()  # DVC deleted train's outputs
+    (undo,) = [line for line in readme_lines() if line.endswith("# undo a failed experiment")]
+    command = undo.split("#")[0].replace("uv run ", "")
+    subprocess.run(["bash", "-c", command], cwd=checkout, env=venv_env(), check=True)
+    assert (checkout / "models" / "model.keras").is_file()
+    assert git(checkout, "status", "--porcelain") == ""
+    assert "Data and pipelines are up to date" in dvc(checkout, "status")
+
+
+def readme_lines() -> list[str]:
+    return [line.strip() for line in (REPO / "README.md").read_text().splitlines()]

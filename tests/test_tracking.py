@@ -58,6 +58,8 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
     assert {"params_hash", "arch", "device"} <= set(run.data.tags)
     assert run.data.tags["keras_backend"] == "tensorflow"
     assert run.data.tags["device"] == "tensorflow on CPU, float32"
+    dirty = "-dirty" if run.data.tags["git_dirty"] == "true" else ""
+    assert run.info.run_name == f"repro-{run.data.tags['git_commit'][:7]}{dirty}"
     client = mlflow.MlflowClient()
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
@@ -72,6 +74,25 @@ def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
         tracking.log_metrics({"accuracy": 0.5}, prefix="test_")
     assert resumed == run_id
     assert only_run(params.tracking.experiment).data.metrics["test_accuracy"] == 0.5
+
+
+def test_under_dvc_exp_run_the_run_is_named_and_tagged_for_the_dvc_experiment(monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-pump")
+    params = config.load()
+    with tracking.pipeline_run(params, tracking.lineage(params, "d" * 64, "custom", "CPU")):
+        pass
+    run = only_run(params.tracking.experiment)
+    assert run.info.run_name == "bushy-pump" and run.data.tags["dvc_experiment"] == "bushy-pump"
+
+
+def test_the_experiment_is_marked_as_model_training_for_the_ui(mlflow_store):
+    """MLflow's UI opens an unmarked experiment on its GenAI traces page."""
+    tracking.connect(mlflow_store)
+    made_here = mlflow.get_experiment(tracking.experiment_id("ours"))
+    older = mlflow.create_experiment("made-before-the-mark")
+    tracking.experiment_id("made-before-the-mark")
+    for experiment in (made_here, mlflow.get_experiment(older)):
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):

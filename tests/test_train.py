@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import mlflow
 import numpy as np
@@ -98,16 +97,14 @@ def test_constant_schedule_keeps_the_learning_rate(splits, device):
 
 
 # A stage says only its own words: no TensorFlow/absl start-up lines, no MLflow chatter.
-CHATTER = r"^[IWE]\d{4} |Warning|INFO mlflow"
-
-
 def test_train_and_evaluate_stages_run_end_to_end_on_tiny_data(project, mirror):
     (project / "data").mkdir()
     (project / "data" / "raw").symlink_to(mirror[0])
     for stage in ("preprocess", "train", "evaluate"):
         result = run_stage(project, stage)
         assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
-        assert not re.search(CHATTER, result.stderr, re.M), result.stderr
+        # No TensorFlow/absl lines, no library warnings, not even MLflow's "Created version".
+        assert result.stderr == "", result.stderr
     history = pd.read_csv(project / "reports" / "train" / "history.csv")
     assert list(history["epoch"]) == [1] and "seconds" not in history  # no wall clock in outputs
     scores = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
