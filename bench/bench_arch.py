@@ -24,6 +24,7 @@ import runtime  # quiets TensorFlow before it loads
 import config
 import data
 import files
+import provenance
 import training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arch.json"
@@ -64,6 +65,7 @@ def main() -> None:
         "epochs": args.epochs,
         "seconds_per_epoch": {name: round(s, 2) for name, s in seconds.items()},
         "ratio_to_default": {name: round(s / base, 2) for name, s in seconds.items()},
+        **provenance.record(),
     }
     files.write_json(RESULTS, result)
     print(json.dumps(result, indent=2))

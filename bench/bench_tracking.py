@@ -31,6 +31,7 @@ import runtime  # quiets TensorFlow before it loads
 import config
 import data
 import model
+import provenance
 import tracking
 import train
 import training
@@ -123,6 +124,7 @@ def main() -> None:
         "ab_overhead": round(on / off - 1, 4),
         "seconds_inside_tracking_calls": inside,
         "inside_overhead": round(statistics.median(inside) / off, 4),
+        **provenance.record(),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

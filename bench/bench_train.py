@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import keras
 import config
 import data
 import model
+import provenance
 import training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
@@ -127,7 +127,7 @@ def main() -> None:
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     device = runtime.configure()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    results |= provenance.record()  # this run's, over an earlier part's
     if "speed" in parts or "ours" in parts:
         ours = [our_run(splits, test, scaling, params.train, seed, device) for seed in (0, 1, 2)]
         accs = [clock.points[-1][1] for clock in ours]

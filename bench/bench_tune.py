@@ -31,6 +31,7 @@ import optuna
 
 import config
 import data
+import provenance
 import search
 import tracking
 import training
@@ -50,9 +51,7 @@ def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: f
     progress = SearchProgress(n_trials=1000, timeout_s=budget_s)
     objective = search.Objective(splits, scaling, parent, config.load(), progress=progress)
     start = time.perf_counter()
-    study.optimize(
-        objective, timeout=budget_s, callbacks=[search.TrialReport(parent, progress)]
-    )
+    study.optimize(objective, timeout=budget_s, callbacks=[search.TrialReport(parent, progress)])
     hours = (time.perf_counter() - start) * (os.cpu_count() or 1) / 3600
     states = [t.state.name for t in study.trials]
     return {
@@ -130,7 +129,7 @@ def main() -> None:
     full, scaling = training.load_inputs()
     n = args.train_images or len(full.train.y)
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
-    results = {"budget_s_per_arm": args.budget_s, "train_images": n}
+    results = {"budget_s_per_arm": args.budget_s, "train_images": n, **provenance.record()}
     with tempfile.TemporaryDirectory() as tmp:
         tracking.connect(f"sqlite:///{tmp}/mlflow.db")
         for pruner in [*args.pruner, "none"]:

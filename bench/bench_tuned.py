@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import config
 import files
+import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tuned.json"
 STUDY = "bench-tuned"
@@ -87,14 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget-s", type=float, default=1800, help="tune.py --timeout")
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=config.ROOT, capture_output=True, text=True
-    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp)
         subprocess.run(["git", "clone", "-q", str(config.ROOT), tmp], check=True)
         run(clone, "dvc", "repro", "preprocess")
-        result = {"commit": commit, "budget_s": args.budget_s}
+        result = {**provenance.record(), "budget_s": args.budget_s}
         result["search"] = search(clone, args.budget_s) | trials(clone)
         run(clone, sys.executable, "src/tune.py", "--apply", "--study", STUDY)
         start = time.perf_counter()
