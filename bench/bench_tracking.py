@@ -89,7 +89,7 @@ def tracked(params: config.Params, out: Path, device: runtime.Device) -> float:
         verbose=0,
     )
     train.save_outputs(fitted, out / "model.keras", out)
-    watch(tracking.log_metrics, fitted.final(), prefix="final_")
+    watch(tracking.log_training_summary, fitted.seconds, fitted.model.count_params())
     watch(tracking.log_files, [out / "curves.png", out / "history.csv"], "train")
     watch(run.__exit__, None, None, None)
     watch(tracking.save_run_file, run_id, out / "run.json")

@@ -132,7 +132,7 @@ def main() -> None:
     runtime.configure()
     cnn = model.load(config.MODEL_FILE)
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
-    with tracking.resumed_run():
+    with tracking.resumed_run() as run_id:
         ev = evaluate(cnn, test)
         write_reports(cnn, test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
         registered = track(cnn, test, ev, params)
@@ -143,7 +143,7 @@ def main() -> None:
         f"-> {config.EVAL_REPORTS.relative_to(config.ROOT)}/"
     )
     print(registered)
-    print("next: `mlflow ui` in the repo root compares runs; `python src/tune.py` tunes params")
+    print(f"runs compared: `mlflow ui` in the repo root, then {tracking.runs_page(run_id)}")
 
 
 if __name__ == "__main__":

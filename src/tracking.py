@@ -61,8 +61,12 @@ STORE_FIXES = {
     "unable to open database": "check that the database's folder exists and is writable",
     "API request": "the server failed the request; check the server's log",
 }
-# What the MLflow UI (3.x) reads to open an experiment on its runs, not on GenAI traces.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's UI (3.17) opens every experiment on its GenAI pages unless the user picks "Model
+# training" (remembered by the browser) or the URL asks for it; the experiment's own
+# mlflow.experimentKind tag does not change that. Links the stages print ask for it.
+UI_RUNS_QUERY = "workflowType=machine_learning"
+# mlflow ui's address when it serves the embedded store.
+LOCAL_UI = "http://127.0.0.1:5000"
 # The pid and start time of the process that owns a pipeline run: with them the next run can
 # tell a run whose process was killed (SIGKILL, a lost machine is not detectable) from a live one.
 OWNER_TAG = "owner_process"
@@ -130,16 +134,21 @@ def artifact_root(uri: str) -> str | None:
 
 
 def experiment_id(name: str) -> str:
-    """The experiment's id, creating it (with an absolute artifact location) if it is new. It is
-    marked as model training: without the mark, `mlflow ui` opens it on its GenAI (traces) page."""
+    """The experiment's id, creating it (with an absolute artifact location) if it is new."""
     found = mlflow.get_experiment_by_name(name)
-    if found is None:
-        location = artifact_root(mlflow.get_tracking_uri())
-        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
-    if not EXPERIMENT_KIND.items() <= found.tags.items():  # made by an older version of ours
-        for key, value in EXPERIMENT_KIND.items():
-            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
-    return found.experiment_id
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root(mlflow.get_tracking_uri())
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def runs_page(run_id: str) -> str:
+    """The UI page listing the run's experiment: on a team server, the server's; for the
+    embedded store, where `mlflow ui` started in the repo root serves it."""
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    return f"{masked(base)}/#/experiments/{experiment}/runs?{UI_RUNS_QUERY}"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -301,12 +310,21 @@ def resumed_run(path: Path = config.RUN_FILE) -> Iterator[str]:
 
 
 class EpochMetrics(keras.callbacks.Callback):
-    """Log each epoch's metrics (and the learning rate train's EpochLog adds) at step=epoch."""
+    """Log each epoch's metrics (and the learning rate train's EpochLog adds) at step=epoch, as
+    epoch/<name>: the MLflow UI draws a section per prefix, so the curves come first, apart from
+    the single values (test_*, train_seconds)."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         mlflow.log_metrics(
-            {key: float(value) for key, value in (logs or {}).items()}, step=epoch + 1
+            {f"epoch/{key}": float(value) for key, value in (logs or {}).items()}, step=epoch + 1
         )
+
+
+def log_training_summary(seconds: float, weights: int) -> None:
+    """What the curves do not show: the training's wall time (a metric, to compare runs by) and
+    the model's size (a tag). The last epoch's values are the curves' last points."""
+    mlflow.log_metric("train_seconds", seconds)
+    mlflow.set_tag("model_params", str(weights))
 
 
 def log_dataset(split: data.Split, name: str, source: Path, context: str, digest: str) -> None:
@@ -322,8 +340,8 @@ def log_files(paths: list[Path], folder: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=folder)
 
 
-def log_metrics(metrics: Mapping[str, float], prefix: str = "") -> None:
-    mlflow.log_metrics({f"{prefix}{key}": float(value) for key, value in metrics.items()})
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
 
 
 def log_table(table: pd.DataFrame, artifact_file: str) -> None:

@@ -64,7 +64,7 @@ def main() -> None:
             verbose=2,
         )
         save_outputs(fitted, config.MODEL_FILE, config.TRAIN_REPORTS)
-        tracking.log_metrics(fitted.final() | {"seconds": fitted.seconds}, prefix="final_")
+        tracking.log_training_summary(fitted.seconds, fitted.model.count_params())
         report = config.TRAIN_REPORTS
         tracking.log_files([report / "curves.png", report / "history.csv"], "train")
     tracking.save_run_file(run_id)

@@ -54,7 +54,7 @@ def test_the_train_entry_point_passes_the_parameters_given(prepared):
     )
     run = the_run("mnist-cnn")
     assert run.data.params["train.epochs"] == "1" and run.data.params["train.batch_size"] == "16"
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "epoch/val_accuracy")
     assert len(history) == 1
     assert "note:" not in result.stderr
 

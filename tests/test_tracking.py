@@ -61,7 +61,13 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
     dirty = "-dirty" if run.data.tags["git_dirty"] == "true" else ""
     assert run.info.run_name == f"repro-{run.data.tags['git_commit'][:7]}{dirty}"
     client = mlflow.MlflowClient()
-    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+    for metric in (
+        "epoch/loss",
+        "epoch/accuracy",
+        "epoch/val_loss",
+        "epoch/val_accuracy",
+        "epoch/lr",
+    ):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
 
 
@@ -71,7 +77,7 @@ def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
         pass
     tracking.save_run_file(run_id, tmp_path / "run.json")
     with tracking.resumed_run(tmp_path / "run.json") as resumed:
-        tracking.log_metrics({"accuracy": 0.5}, prefix="test_")
+        tracking.log_metrics({"test_accuracy": 0.5})
     assert resumed == run_id
     assert only_run(params.tracking.experiment).data.metrics["test_accuracy"] == 0.5
 
@@ -85,14 +91,15 @@ def test_under_dvc_exp_run_the_run_is_named_and_tagged_for_the_dvc_experiment(mo
     assert run.info.run_name == "bushy-pump" and run.data.tags["dvc_experiment"] == "bushy-pump"
 
 
-def test_the_experiment_is_marked_as_model_training_for_the_ui(mlflow_store):
-    """MLflow's UI opens an unmarked experiment on its GenAI traces page."""
+def test_the_printed_ui_link_opens_the_runs_of_the_runs_experiment(mlflow_store):
     tracking.connect(mlflow_store)
-    made_here = mlflow.get_experiment(tracking.experiment_id("ours"))
-    older = mlflow.create_experiment("made-before-the-mark")
-    tracking.experiment_id("made-before-the-mark")
-    for experiment in (made_here, mlflow.get_experiment(older)):
-        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    experiment = tracking.experiment_id("linked")
+    run = mlflow.MlflowClient().create_run(experiment)
+    page = tracking.runs_page(run.info.run_id)
+    expected = (
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    )
+    assert page == expected
 
 
 def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):
