@@ -12,7 +12,6 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 
 # isort: split
 
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -37,8 +36,10 @@ from errors import PipelineError
 from search_progress import SearchProgress, clock_time
 
 matplotlib.use("Agg")
-# Each finished trial is reported once, by TrialReport; Optuna's own INFO line would repeat it.
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Each finished trial is reported once, by TrialReport; Optuna's own INFO line would repeat it,
+# and its WARNING for a failed trial is a traceback of an error that exit_on_error reports in
+# one line (or, for a bug, with the traceback anyway).
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 # optuna.visualization.matplotlib is marked experimental; its warning is noise for our users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -337,22 +338,16 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
     if tune.max_trials:
         callbacks.append(optuna.study.MaxTrialsCallback(tune.max_trials))
     announce(study, rdb, tune, list(objective.space), fixed)
+    # Ctrl-C: Optuna fails the running trial, the parent run ends KILLED, and exit_on_error
+    # says that rerunning the command resumes the study.
     with tracking.searching(parent_id, lambda: still_running(study)):
-        try:
-            study.optimize(
-                objective,
-                n_trials=tune.n_trials,
-                timeout=tune.timeout_s,
-                callbacks=callbacks,
-                gc_after_trial=True,
-            )
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: the running trial is marked FAIL; study {tune.study} is "
-                f"intact. Resume it with the same command.",
-                file=sys.stderr,
-            )
-            raise
+        study.optimize(
+            objective,
+            n_trials=tune.n_trials,
+            timeout=tune.timeout_s,
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
     best = best_of(study)
     tracking.log_study_summary(parent_id, figures(study), study.trials_dataframe(), best)
     with files.atomic_path(config.BEST_PARAMS_FILE) as tmp, tmp.open("w") as handle:

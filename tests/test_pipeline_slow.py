@@ -32,10 +32,16 @@ PROJECT_FILES = (
 
 
 def dvc(root: Path, *args: str, columns: int = 200) -> str:
+    result = run_dvc(root, *args, columns=columns)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def run_dvc(root: Path, *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
     env = venv_env() | {"COLUMNS": str(columns)}  # the width of the user's terminal
     env["MNIST_MIRROR"] = str(SHARED_MNIST)  # resolved: the stages run in another directory
     env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: <checkout>/mlflow.db
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=root,
         env=env,
@@ -44,8 +50,6 @@ def dvc(root: Path, *args: str, columns: int = 200) -> str:
         timeout=1200,
         check=False,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +163,7 @@ def test_a_second_repro_reruns_nothing(checkout):
 def test_the_readme_command_undoes_a_failed_experiment(checkout):
     """Runs last: it commits the 2-epoch experiment, as a user keeping it would."""
     commit_all(checkout, "keep the 2-epoch experiment")
-    failed = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=0"],
-        cwd=checkout,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    failed = run_dvc(checkout, "exp", "run", "-S", "train.epochs=0")
     assert failed.returncode != 0 and "train.epochs" in failed.stderr + failed.stdout
     assert not (checkout / "models" / "model.keras").exists()  # DVC deleted train's outputs
     (undo,) = [line for line in readme_lines() if line.endswith("# undo a failed experiment")]

@@ -230,6 +230,21 @@ def test_a_killed_workers_trial_fails_and_is_retried_once(tune_project):
     assert killed.info.status == "FAILED" and killed.data.tags["trial_state"] == "FAIL"
 
 
+def test_ctrl_c_fails_the_running_trial_and_ends_the_study_run_killed(tune_project):
+    set_tune(tune_project, space=TINY_SPACE | {"train.epochs": {"low": 40, "high": 41}})
+    worker = start_tune(tune_project, "--n-trials", "1", stdout=subprocess.PIPE)
+    wait_for_first_epoch(worker)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=120) == 130
+    said = worker.stdout.read()
+    assert "error: interrupted by SIGINT" in said and "rerun the same command" in said
+    assert "Traceback" not in said
+    assert [t.state.name for t in study_in(tune_project).trials] == ["FAIL"]
+    runs = {r.info.run_name: r for r in mlflow_runs()}
+    assert runs["study-mnist-cnn"].info.status == "KILLED"
+    assert runs["trial-0"].info.status == "FAILED"
+
+
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
     tune_params = config.load().tune.model_copy(update={"grace_s": 10})
     rdb = studies.storage(f"sqlite:///{tmp_path}/studies.db", tune_params)
