@@ -29,11 +29,16 @@ WORKER_ATTR = "worker"
 
 def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
     """SQLite by default (measured: a 60 s lock timeout held 64 workers, the default 5 s lost
-    trials); any RDB URL for workers on many machines. Heartbeats turn a killed worker's
-    RUNNING trial into FAIL and retry it once."""
+    trials); any RDB URL (postgresql://...) for workers on many machines. Heartbeats turn a
+    killed worker's RUNNING trial into FAIL and retry it once."""
     if url is None:
         url = f"sqlite:///{STUDIES_DB}"
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite"):
+        engine: dict = {"connect_args": {"timeout": 60}}
+    else:
+        # A server drops connections idle through an hour-long trial; test each before use
+        # rather than fail the trial on a dead one (optuna/optuna#5600).
+        engine = {"pool_pre_ping": True}
     return RDBStorage(
         url,
         engine_kwargs=engine,

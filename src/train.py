@@ -71,7 +71,8 @@ def main() -> None:
     final = fitted.final()
     print(
         f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
-        f"epochs ({fitted.seconds:.0f} s) -> {config.MODEL_FILE.relative_to(config.ROOT)}"
+        f"epoch{'s' if final['epochs'] != 1 else ''} ({fitted.seconds:.0f} s) "
+        f"-> {config.MODEL_FILE.relative_to(config.ROOT)}"
     )
 
 

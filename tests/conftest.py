@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -76,12 +77,14 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def closed_port_url() -> str:
     """A loopback URL on which nothing listens: connections are refused at once."""
-    import socket
+    return f"http://127.0.0.1:{free_port()}"
 
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -138,3 +141,35 @@ def venv_env() -> dict[str, str]:
     """This environment with the venv's bin first on PATH, as `uv run` gives a user: the
     `python` and `mlflow` that DVC stages and MLflow projects start are the venv's."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+# --- tuning: a scratch project ready for tune.py (test_tune, test_team) ---
+
+TINY_SPACE = {
+    "train.model.blocks.0.filters": {"low": 4, "high": 8},
+    "train.model.dense.0": {"choices": [16, 32]},
+    "train.learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+    "train.augment.shift": {"low": 0.0, "high": 0.1},
+    "train.epochs": {"low": 1, "high": 2},
+}
+
+
+@pytest.fixture
+def tune_project(project: Path, mirror) -> Path:
+    """The scratch project with tiny processed data and a tiny search space."""
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    assert run_stage(project, "preprocess").returncode == 0
+    # A grace period no live worker's heartbeat can miss, however busy the machine; the test
+    # that kills a worker shortens it only once no live worker is left. No pruner: which trials
+    # it stops depends on how parallel workers interleave.
+    set_tune(project, space=TINY_SPACE, heartbeat_s=1, grace_s=600, pruner="none")
+    return project
+
+
+def set_tune(project: Path, **values: object) -> None:
+    """Replace (not merge) keys of the `tune` section of the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["tune"].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -26,38 +26,9 @@ import registry
 import search
 import studies
 import tracking
-from conftest import REPO, run_stage
+from conftest import REPO, TINY_SPACE, run_stage, set_tune
 from mnist_fakes import synthetic_digits
 from search_progress import SearchProgress
-
-TINY_SPACE = {
-    "train.model.blocks.0.filters": {"low": 4, "high": 8},
-    "train.model.dense.0": {"choices": [16, 32]},
-    "train.learning_rate": {"low": 0.001, "high": 0.01, "log": True},
-    "train.augment.shift": {"low": 0.0, "high": 0.1},
-    "train.epochs": {"low": 1, "high": 2},
-}
-
-
-@pytest.fixture
-def tune_project(project: Path, mirror) -> Path:
-    """The scratch project with tiny processed data and a tiny search space."""
-    (project / "data").mkdir()
-    (project / "data" / "raw").symlink_to(mirror[0])
-    assert run_stage(project, "preprocess").returncode == 0
-    # A grace period no live worker's heartbeat can miss, however busy the machine; the test
-    # that kills a worker shortens it only once no live worker is left. No pruner: which trials
-    # it stops depends on how parallel workers interleave.
-    set_tune(project, space=TINY_SPACE, heartbeat_s=1, grace_s=600, pruner="none")
-    return project
-
-
-def set_tune(project: Path, **values: object) -> None:
-    """Replace (not merge) keys of the `tune` section of the project's params.yaml."""
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["tune"].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def study_in(project: Path, name: str = "mnist-cnn") -> optuna.Study:
