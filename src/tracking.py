@@ -165,17 +165,24 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def git_state() -> dict[str, str]:
+# What the pipeline itself rewrites while it runs: DVC deletes a stage's outputs before running
+# it (reports/ are git-tracked) and rewrites dvc.lock after each stage. Changes there say nothing
+# about the code and params a run used, and would mark every `dvc repro` dirty.
+PIPELINE_PRODUCTS = ("reports", "dvc.lock")
+
+
+def git_state(root: Path = config.ROOT) -> dict[str, str]:
+    """HEAD, and whether the checkout's code, params or data specs differ from it."""
+
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=config.ROOT, capture_output=True, text=True, check=True
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
 
+    products = [f":(exclude){path}" for path in PIPELINE_PRODUCTS]
     try:
-        return {
-            "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        }
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *products)
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": str(bool(changed)).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown (not a git checkout)", "git_dirty": "unknown"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import mlflow
 import numpy as np
 import pytest
@@ -100,6 +102,21 @@ def test_the_printed_ui_link_opens_the_runs_of_the_runs_experiment(mlflow_store)
         f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
     )
     assert page == expected
+
+
+def test_a_checkout_is_dirty_when_code_or_params_change_not_when_the_pipeline_writes(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    (tmp_path / "reports").mkdir()
+    for name in ("reports/metrics.json", "dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("1\n")
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    (tmp_path / "reports" / "metrics.json").unlink()  # as DVC does before running a stage
+    (tmp_path / "dvc.lock").write_text("2\n")  # as DVC does after each stage
+    assert tracking.git_state(tmp_path)["git_dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("2\n")  # as `dvc exp run -S` does
+    assert tracking.git_state(tmp_path)["git_dirty"] == "true"
 
 
 def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):
