@@ -12,6 +12,7 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 # isort: split
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import keras
@@ -44,6 +45,7 @@ class Evaluation:
     def confidence(self) -> np.ndarray:
         return self.probs.max(axis=1)
 
+    @cached_property
     def metrics(self) -> dict[str, float]:
         """The headline scalars, for DVC's metrics and MLflow's; per-digit precision, recall and
         F1 are a table (`per_digit`), not thirty more scalars to scroll past."""
@@ -94,7 +96,7 @@ def predictions_figure(test: data.Split, ev: Evaluation, count: int) -> Figure:
 def write_reports(
     cnn: keras.Model, test: data.Split, ev: Evaluation, gallery_size: int, out: Path
 ) -> None:
-    files.write_json(out / "metrics.json", ev.metrics())
+    files.write_json(out / "metrics.json", ev.metrics)
     with files.atomic_path(out / "per_digit.csv") as tmp:
         ev.per_digit().to_csv(tmp, index=False, float_format="%.6f")
     with files.atomic_path(out / "confusion.csv") as tmp:  # one row per image: DVC's template
@@ -111,7 +113,7 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
     test_file = config.PROCESSED_DIR / "test.npz"
     digest = data.sha256(test_file.read_bytes())
     tracking.log_dataset(test, "mnist-test", test_file, "testing", digest)
-    tracking.log_metrics(ev.metrics())
+    tracking.log_metrics(ev.metrics)
     tracking.log_table(ev.per_digit(), "eval/per_digit.json")
     confusion = pd.DataFrame(ev.confusion(), columns=[f"pred_{d}" for d in range(10)])
     tracking.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
@@ -119,7 +121,7 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
     tracking.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     name = params.tracking.registered_model
     version = registry.log_and_register(cnn, test.x[:8], name)
-    accuracy = ev.metrics()["test_accuracy"]
+    accuracy = ev.metrics["test_accuracy"]
     decision = registry.apply_registry_policy(
         name, version, accuracy, params.tracking.champion_floor
     )
@@ -136,7 +138,7 @@ def main() -> None:
         ev = evaluate(cnn, test)
         write_reports(cnn, test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
         registered = track(cnn, test, ev, params)
-    scores = ev.metrics()
+    scores = ev.metrics
     print(
         f"test accuracy {scores['test_accuracy']:.4f}, macro F1 {scores['test_macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "

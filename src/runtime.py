@@ -21,7 +21,10 @@ import native_stderr
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ start-up noise
 # What that setting misses (see native_stderr), for the project's own commands (src/*.py run as
 # scripts); a test runner or notebook importing this module keeps its stderr as it is.
-if Path(getattr(sys.modules["__main__"], "__file__", "")).resolve().parent == Path(__file__).parent:
+if (
+    Path(getattr(sys.modules["__main__"], "__file__", "")).resolve().parent
+    == Path(__file__).resolve().parent
+):
     native_stderr.filter_lines()
 # JAX's counterpart of TF's memory growth: take GPU memory as needed, not 75% of it up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

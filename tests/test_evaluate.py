@@ -20,7 +20,7 @@ def ev() -> evaluate.Evaluation:
 
 
 def test_metrics_are_computed_from_the_predictions(ev):
-    scores = ev.metrics()
+    scores = ev.metrics
     assert set(scores) == {"test_accuracy", "test_loss", "test_macro_f1"}
     assert scores["test_accuracy"] == 0.75
     expected_loss = -np.mean(np.log([0.91, 0.91, 0.41, 0.91]))
