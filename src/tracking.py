@@ -123,7 +123,30 @@ def connect(uri: str) -> None:
                 f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
                 f"the repo."
             ) from err
+        check_credentials(uri)
     mlflow.set_tracking_uri(uri)
+
+
+def check_credentials(uri: str) -> None:
+    """A server with authentication turns a missing or wrong account away on the first call: say
+    so now, once, rather than as MLflow's error halfway through a stage."""
+    account = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+    answer = requests.get(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        auth=account if all(account) else None,
+        timeout=5,
+    )
+    if answer.status_code in (401, 403):
+        given = "were refused" if all(account) else "are not set"
+        raise TrackingError(
+            f"MLflow tracking server {masked(uri)} requires an account (HTTP "
+            f"{answer.status_code}): the credentials {given}; set MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD to an account on it"
+        )
 
 
 def artifact_root(uri: str) -> str | None:

@@ -32,8 +32,10 @@ def _version(pg_ctl: Path) -> int:
 
 
 @contextmanager
-def running(password: str) -> Iterator[str]:
-    """Start a server; yield its URL (postgresql://team:<password>@127.0.0.1:<port>/postgres)."""
+def running(password: str, databases: tuple[str, ...] = ()) -> Iterator[str]:
+    """Start a server with `databases` created; yield its URL
+    (postgresql://team:<password>@127.0.0.1:<port>/postgres; another database: replace the
+    path)."""
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql")
@@ -48,6 +50,9 @@ def running(password: str) -> Iterator[str]:
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root}"
         _run([*as_owner, binaries / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w",
               "-o", options, "start"])  # fmt: skip
+        for database in databases:
+            _run([*as_owner, binaries / "createdb", "-h", root, "-p", port, "-U", USER,
+                  database], env={**os.environ, "PGPASSWORD": password})  # fmt: skip
         try:
             yield f"postgresql://{USER}:{password}@127.0.0.1:{port}/postgres"
         finally:
@@ -70,5 +75,5 @@ def _chown_to_service_account(path: Path) -> None:
         shutil.chown(path, SERVICE_ACCOUNT, SERVICE_ACCOUNT)
 
 
-def _run(command: list) -> None:
-    subprocess.run([str(part) for part in command], check=True, capture_output=True)
+def _run(command: list, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(part) for part in command], check=True, capture_output=True, env=env)

@@ -1,4 +1,5 @@
-"""Team mode on real servers on 127.0.0.1: tuning workers sharing one study in PostgreSQL."""
+"""Team mode on real servers on 127.0.0.1: one PostgreSQL for tuning workers and for MLflow, an
+S3 API for artifacts, `mlflow server` with basic auth."""
 
 from __future__ import annotations
 
@@ -7,22 +8,27 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
+import requests
 
 import postgres_server
-from conftest import TINY_SPACE, run_stage, set_tune
+from conftest import TINY_SPACE, run_stage, set_tune, update_params
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
 PASSWORD = f"pw-{secrets.token_hex(8)}"  # must never show in output, params or tags
+ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"
 
 
 def unavailable() -> str | None:
-    if importlib.util.find_spec("psycopg") is None:
-        return "no PostgreSQL driver: uv sync --extra team"
+    if any(importlib.util.find_spec(name) is None for name in ("psycopg", "moto", "flask_wtf")):
+        return "the team extra is not installed: uv sync --extra team"
     if postgres_server.bin_dir() is None:
         return "no PostgreSQL server: apt-get install postgresql"
     return None
@@ -36,8 +42,81 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("REQUIRE_TEAM_TESTS"):
             pytest.fail(missing)
         pytest.skip(missing)
-    with postgres_server.running(PASSWORD) as url:
+    with postgres_server.running(PASSWORD, databases=("mlflow", "auth")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """The MLflow server (backend and users in PostgreSQL, artifacts in S3); its URL and the
+    S3 endpoint. Stopped, with the S3 server, even when a test fails."""
+    import team_servers  # needs the team extra, which unavailable() checked
+
+    base = postgres_url.rsplit("/", 1)[0]
+    root = Path(tempfile.mkdtemp(prefix="team-"))
+    with (
+        team_servers.s3(root) as s3,
+        team_servers.tracking(root, f"{base}/mlflow", f"{base}/auth", s3, ADMIN_PASSWORD) as url,
+    ):
+        yield url, s3
+
+
+def as_admin(url: str, password: str = ADMIN_PASSWORD) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+
+
+def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server(
+    project, mirror, mlflow_server, monkeypatch
+):
+    import team_servers
+
+    url, s3 = mlflow_server
+    update_params(project, {"tracking": {"champion_floor": 0.0}})  # tiny data: a weak model
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    said = []
+    for stage in ("preprocess", "train", "evaluate"):
+        result = run_stage(project, stage, env=as_admin(url))
+        assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
+        said += [result.stdout, result.stderr]
+    assert f"{url}/#/experiments/" in said[-2]  # evaluate's link is the server's
+
+    for name, value in as_admin(url).items():
+        monkeypatch.setenv(name, value)
+    client = mlflow.MlflowClient(url)
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "epoch/val_accuracy")) == 1
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.run_id == run.info.run_id
+    stored = team_servers.client(s3).list_objects_v2(Bucket=team_servers.BUCKET)["Contents"]
+    keys = [item["Key"] for item in stored]
+    assert any(key.endswith("eval/confusion.png") for key in keys)
+    assert any(key.endswith("MLmodel") for key in keys)  # the logged model, in S3
+    logged = [*run.data.params.values(), *run.data.tags.values()]
+    assert not any(ADMIN_PASSWORD in text or PASSWORD in text for text in [*said, *logged])
+
+
+def test_the_server_turns_away_requests_and_stages_without_its_account(
+    project, mirror, mlflow_server
+):
+    url, _ = mlflow_server
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=10).status_code == 401
+    assert requests.get(search, auth=("admin", ADMIN_PASSWORD), timeout=10).status_code == 200
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    assert run_stage(project, "preprocess").returncode == 0
+    wrong = as_admin(url, password="not-the-password")
+    result = run_stage(project, "train", env=wrong)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"MLflow tracking server {url} requires an account (HTTP 401)" in line
+    assert "MLFLOW_TRACKING_USERNAME" in line and "not-the-password" not in line
 
 
 def test_four_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried_once(
