@@ -3,11 +3,14 @@ S3 API for artifacts, `mlflow server` with basic auth."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 import requests
 
 import postgres_server
-from conftest import TINY_SPACE, run_stage, set_tune, update_params
+from conftest import TINY_SPACE, run_stage, set_tune, update_params, venv_env
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
@@ -27,38 +30,51 @@ ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"
 
 
 def unavailable() -> str | None:
-    if any(importlib.util.find_spec(name) is None for name in ("psycopg", "moto", "flask_wtf")):
+    needed = ("psycopg", "moto", "flask_wtf", "dvc_s3")
+    if any(importlib.util.find_spec(name) is None for name in needed):
         return "the team extra is not installed: uv sync --extra team"
     if postgres_server.bin_dir() is None:
         return "no PostgreSQL server: apt-get install postgresql"
     return None
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+def fail_or_skip_without_the_stack() -> None:
     """CI sets REQUIRE_TEAM_TESTS, so there a missing piece fails rather than skips."""
     missing = unavailable()
     if missing is not None:
         if os.environ.get("REQUIRE_TEAM_TESTS"):
             pytest.fail(missing)
         pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    fail_or_skip_without_the_stack()
     with postgres_server.running(PASSWORD, databases=("mlflow", "auth")) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(postgres_url: str) -> Iterator[tuple[str, str]]:
+def s3_endpoint() -> Iterator[str]:
+    """An S3 API on 127.0.0.1 with one bucket, stopped even when a test fails."""
+    fail_or_skip_without_the_stack()
+    import team_servers  # needs the team extra
+
+    with team_servers.s3(Path(tempfile.mkdtemp(prefix="s3-"))) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_url: str, s3_endpoint: str) -> Iterator[tuple[str, str]]:
     """The MLflow server (backend and users in PostgreSQL, artifacts in S3); its URL and the
-    S3 endpoint. Stopped, with the S3 server, even when a test fails."""
-    import team_servers  # needs the team extra, which unavailable() checked
+    S3 endpoint."""
+    import team_servers
 
     base = postgres_url.rsplit("/", 1)[0]
-    root = Path(tempfile.mkdtemp(prefix="team-"))
-    with (
-        team_servers.s3(root) as s3,
-        team_servers.tracking(root, f"{base}/mlflow", f"{base}/auth", s3, ADMIN_PASSWORD) as url,
-    ):
-        yield url, s3
+    root = Path(tempfile.mkdtemp(prefix="mlflow-"))
+    backend, users = f"{base}/mlflow", f"{base}/auth"
+    with team_servers.tracking(root, backend, users, s3_endpoint, ADMIN_PASSWORD) as url:
+        yield url, s3_endpoint
 
 
 def as_admin(url: str, password: str = ADMIN_PASSWORD) -> dict[str, str]:
@@ -159,3 +175,60 @@ def test_four_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried_
     assert not any(PASSWORD in value for value in logged)
     (study_run,) = [r for r in runs if "optuna_study" in r.data.tags]
     assert study_run.data.tags["optuna_storage"] == postgres_url.replace(PASSWORD, "***")
+
+
+def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_same_data_and_model(
+    project, mirror, s3_endpoint, monkeypatch, tmp_path
+):
+    """The DVC remote on the team's S3: its address is committed, its endpoint and credentials
+    are not (config.local and the environment)."""
+    import team_servers
+
+    for name, value in team_servers.S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    git(project, "init", "-q")
+    dvc(project, "init", "-q")
+    dvc(project, "remote", "add", "-d", "team", f"s3://{team_servers.BUCKET}/dvc")
+    dvc(project, "remote", "modify", "--local", "team", "endpointurl", s3_endpoint)
+    # The synthetic digits are not the published MNIST that fetch verifies: they stand in for
+    # fetch's output, recorded as if fetched, and the rest of the pipeline runs for real.
+    shutil.copytree(mirror[0], project / "data" / "raw")
+    dvc(project, "commit", "-f", "fetch")
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a trained model")
+    dvc(project, "push")
+
+    clone = tmp_path / "teammate"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    assert s3_endpoint not in (clone / ".dvc" / "config").read_text()  # not committed
+    dvc(clone, "remote", "modify", "--local", "team", "endpointurl", s3_endpoint)
+    dvc(clone, "pull")
+    for path in ("data/raw", "data/processed", "models/model.keras"):
+        assert digests(clone / path) == digests(project / path), path
+
+
+def git(root: Path, *args: str) -> None:
+    identity = ["-c", "user.name=team", "-c", "user.email=team@localhost"]
+    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
+
+
+def dvc(root: Path, *args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def digests(path: Path) -> dict[str, str]:
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return {
+        str(item.relative_to(path.parent)): hashlib.sha256(item.read_bytes()).hexdigest()
+        for item in files
+        if item.is_file()
+    }
