@@ -22,6 +22,8 @@ import requests
 
 import postgres_server
 from conftest import TINY_SPACE, run_stage, set_tune, update_params, venv_env
+from mnist_fakes import synthetic_digits
+from test_predict import as_user_png
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
@@ -100,6 +102,12 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
         assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
         said += [result.stdout, result.stderr]
     assert f"{url}/#/experiments/" in said[-2]  # evaluate's link is the server's
+    digit = project / "digit.png"
+    as_user_png(synthetic_digits(1, seed=4)[0][0], digit, (90, 70), dark_on_light=True)
+    predicted = run_stage(project, "predict", env=as_admin(url), args=[str(digit)])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]  # the champion, from the server
+    assert "models:/mnist-cnn@champion (version 1)" in predicted.stdout
+    said += [predicted.stdout, predicted.stderr]
 
     for name, value in as_admin(url).items():
         monkeypatch.setenv(name, value)
