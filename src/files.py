@@ -44,6 +44,13 @@ def write_bytes(target: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_private(target: Path, text: str) -> None:
+    """Write secrets: readable by the owner only, from the first byte on (mkstemp's 0600)."""
+    with atomic_path(target) as tmp:
+        tmp.chmod(0o600)
+        tmp.write_text(text)
+
+
 def write_json(target: Path, obj: Any) -> None:
     write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

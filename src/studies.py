@@ -17,14 +17,18 @@ import socket
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 import config
+import tracking
+from errors import PipelineError
 
 STUDIES_DB = config.ROOT / "optuna" / "studies.db"
 # Held while a process opens the default storage: two processes creating its tables at once
 # collide (sqlite3.IntegrityError on alembic_version; optuna/optuna#4621).
 STUDIES_LOCK = STUDIES_DB.with_suffix(".lock")
 WORKER_ATTR = "worker"
+CONNECT_TIMEOUT_S = 10
 
 
 def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
@@ -39,13 +43,22 @@ def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
         # A server drops connections idle through an hour-long trial; test each before use
         # rather than fail the trial on a dead one (optuna/optuna#5600).
         engine = {"pool_pre_ping": True}
-    return RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=tune.heartbeat_s,
-        grace_period=tune.grace_s,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
+        if url.startswith("postgresql"):  # libpq waits forever on a host that never answers
+            engine["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=tune.heartbeat_s,
+            grace_period=tune.grace_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+    except OperationalError as err:  # opening the storage connects: a server down fails here
+        cause = str(err.orig).strip().splitlines()[0][:200]
+        raise PipelineError(
+            f"cannot open the study storage {tracking.masked(url)}: {cause}; start the "
+            f"database, or fix --storage / tune.storage"
+        ) from err
 
 
 def trial_id(rdb: RDBStorage, study: optuna.Study, number: int) -> int:

@@ -47,11 +47,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
 # MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
-# minutes) and waits 120 s on a silent one. A stage should fail sooner: 3 retries, about 10 s
-# in all, and 30 s per request. Set these variables to choose otherwise.
+# minutes) and waits 120 s on a silent one. A server that is down when a stage starts is caught
+# in seconds by connect(); once a run is under way, 6 retries (about 2 minutes of backoff) ride
+# out a server restart, and a longer outage fails the stage sooner. Set these variables to
+# choose otherwise.
 HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 # What to do about the store failures a user can fix, by a phrase of MLflow's message.

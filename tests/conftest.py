@@ -33,14 +33,18 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
 @pytest.fixture(autouse=True)
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Every test logs to its own sqlite MLflow store, never to the repo's mlflow.db: in this
     process (connected here, so no test inherits the last test's store) and in subprocesses."""
     uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
     (tmp_path / "mlruns-store").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     tracking.connect(uri)
-    return uri
+    yield uri
+    # mlflow.set_experiment exports the id for subprocesses: left set, it would send the next
+    # test's runs into this test's experiment id (and `mlflow run` refuses it beside a name).
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture

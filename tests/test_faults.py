@@ -235,13 +235,15 @@ def test_a_server_failing_its_api_is_one_line_and_no_model(processed_project, fa
     assert not (processed_project / "models").exists()
 
 
-def test_tracking_calls_give_up_sooner_than_mlflows_defaults(monkeypatch, mlflow_store):
+def test_tracking_calls_ride_out_a_restart_but_give_up_sooner_than_mlflows_defaults(
+    monkeypatch, mlflow_store
+):
     for name in tracking.HTTP_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # a user's own choice is kept
     tracking.connect(mlflow_store)
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
-    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "6"
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "2"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 

@@ -1,17 +1,18 @@
-"""Team mode on real servers on 127.0.0.1: one PostgreSQL for tuning workers and for MLflow, an
-S3 API for artifacts, `mlflow server` with basic auth."""
+"""Team mode on real servers on 127.0.0.1, started by the project's own stack script
+(src/team_stack.py): one PostgreSQL for tuning workers and for MLflow, an S3 API for artifacts
+and the DVC remote, `mlflow server` with basic auth."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import os
-import secrets
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,96 +21,105 @@ import optuna
 import pytest
 import requests
 
-import postgres_server
-from conftest import TINY_SPACE, run_stage, set_tune, update_params, venv_env
+import local_servers
+import postgres_cluster
+import team_stack
+from conftest import REPO, TINY_SPACE, run_stage, set_tune, update_params, venv_env
 from mnist_fakes import synthetic_digits
 from test_predict import as_user_png
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
-PASSWORD = f"pw-{secrets.token_hex(8)}"  # must never show in output, params or tags
-ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"
 
 
 def unavailable() -> str | None:
-    needed = ("psycopg", "moto", "flask_wtf", "dvc_s3")
-    if any(importlib.util.find_spec(name) is None for name in needed):
+    if any(importlib.util.find_spec(name) is None for name in team_stack.NEEDS_EXTRA):
         return "the team extra is not installed: uv sync --extra team"
-    if postgres_server.bin_dir() is None:
+    if postgres_cluster.bin_dir() is None:
         return "no PostgreSQL server: apt-get install postgresql"
     return None
 
 
-def fail_or_skip_without_the_stack() -> None:
-    """CI sets REQUIRE_TEAM_TESTS, so there a missing piece fails rather than skips."""
+@pytest.fixture(scope="module")
+def stack_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`team_stack.py start` as a user runs it; yield its directory. Stopped even when a test
+    fails, and then no server of it is left running."""
     missing = unavailable()
-    if missing is not None:
-        if os.environ.get("REQUIRE_TEAM_TESTS"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+    if missing is not None:  # CI sets REQUIRE_TEAM_TESTS: there a missing piece fails
+        (pytest.fail if os.environ.get("REQUIRE_TEAM_TESTS") else pytest.skip)(missing)
+    root = tmp_path_factory.mktemp("stack")
+    started = stack_script("start", root)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert (root / "env").stat().st_mode & 0o077 == 0  # the owner's alone
+        said = started.stdout + started.stderr
+        assert f"source {root}/env" in said
+        assert not any(secret in said for secret in secrets_of(exports(root / "env")))
+        yield root
+    finally:
+        servers = team_stack.load(root) if (root / "stack.json").exists() else None
+        stopped = stack_script("stop", root)
+    assert stopped.returncode == 0 and not root.exists(), stopped.stderr
+    assert servers is not None and not any(map(local_servers.is_alive, servers.pids.values()))
+    assert not Path(servers.postgres_data).exists()
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    fail_or_skip_without_the_stack()
-    with postgres_server.running(PASSWORD, databases=("mlflow", "auth")) as url:
-        yield url
+def stack(stack_root: Path) -> dict[str, str]:
+    """The environment the stack's env file exports."""
+    return exports(stack_root / "env")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """An S3 API on 127.0.0.1 with one bucket, stopped even when a test fails."""
-    fail_or_skip_without_the_stack()
-    import team_servers  # needs the team extra
-
-    with team_servers.s3(Path(tempfile.mkdtemp(prefix="s3-"))) as endpoint:
-        yield endpoint
+def stack_script(action: str, root: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "src" / "team_stack.py"), action, "--dir", str(root)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(postgres_url: str, s3_endpoint: str) -> Iterator[tuple[str, str]]:
-    """The MLflow server (backend and users in PostgreSQL, artifacts in S3); its URL and the
-    S3 endpoint."""
-    import team_servers
-
-    base = postgres_url.rsplit("/", 1)[0]
-    root = Path(tempfile.mkdtemp(prefix="mlflow-"))
-    backend, users = f"{base}/mlflow", f"{base}/auth"
-    with team_servers.tracking(root, backend, users, s3_endpoint, ADMIN_PASSWORD) as url:
-        yield url, s3_endpoint
+def exports(env_file: Path) -> dict[str, str]:
+    """What `source env` would set: each line is `export NAME='value'`."""
+    pairs = (
+        shlex.split(line.removeprefix("export "))[0] for line in env_file.read_text().splitlines()
+    )
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
-def as_admin(url: str, password: str = ADMIN_PASSWORD) -> dict[str, str]:
-    return {
-        "MLFLOW_TRACKING_URI": url,
-        "MLFLOW_TRACKING_USERNAME": "admin",
-        "MLFLOW_TRACKING_PASSWORD": password,
-    }
+def secrets_of(env: dict[str, str]) -> list[str]:
+    password = env["OPTUNA_STORAGE"].split(":")[2].split("@")[0]
+    return [env["MLFLOW_TRACKING_PASSWORD"], env["AWS_SECRET_ACCESS_KEY"], password]
+
+
+def tracked(env: dict[str, str], password: str | None = None) -> dict[str, str]:
+    """The stack's MLflow account (or a wrong password), nothing else of its environment."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    chosen = {name: env[name] for name in names}
+    if password is not None:
+        chosen["MLFLOW_TRACKING_PASSWORD"] = password
+    return chosen
 
 
 def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server(
-    project, mirror, mlflow_server, monkeypatch
+    project, mirror, stack, monkeypatch
 ):
-    import team_servers
+    import boto3
 
-    url, s3 = mlflow_server
+    url = stack["MLFLOW_TRACKING_URI"]
     update_params(project, {"tracking": {"champion_floor": 0.0}})  # tiny data: a weak model
     (project / "data").mkdir()
     (project / "data" / "raw").symlink_to(mirror[0])
     said = []
     for stage in ("preprocess", "train", "evaluate"):
-        result = run_stage(project, stage, env=as_admin(url))
+        result = run_stage(project, stage, env=tracked(stack))
         assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
         said += [result.stdout, result.stderr]
     assert f"{url}/#/experiments/" in said[-2]  # evaluate's link is the server's
     digit = project / "digit.png"
     as_user_png(synthetic_digits(1, seed=4)[0][0], digit, (90, 70), dark_on_light=True)
-    predicted = run_stage(project, "predict", env=as_admin(url), args=[str(digit)])
+    predicted = run_stage(project, "predict", env=tracked(stack), args=[str(digit)])
     assert predicted.returncode == 0, predicted.stderr[-3000:]  # the champion, from the server
     assert "models:/mnist-cnn@champion (version 1)" in predicted.stdout
     said += [predicted.stdout, predicted.stderr]
 
-    for name, value in as_admin(url).items():
+    for name, value in tracked(stack).items():
         monkeypatch.setenv(name, value)
     client = mlflow.MlflowClient(url)
     (run,) = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
@@ -117,35 +127,73 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
     assert len(client.get_metric_history(run.info.run_id, "epoch/val_accuracy")) == 1
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
     assert champion.run_id == run.info.run_id
-    stored = team_servers.client(s3).list_objects_v2(Bucket=team_servers.BUCKET)["Contents"]
-    keys = [item["Key"] for item in stored]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack["TEAM_S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=stack["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=team_stack.BUCKET)["Contents"]]
     assert any(key.endswith("eval/confusion.png") for key in keys)
     assert any(key.endswith("MLmodel") for key in keys)  # the logged model, in S3
     logged = [*run.data.params.values(), *run.data.tags.values()]
-    assert not any(ADMIN_PASSWORD in text or PASSWORD in text for text in [*said, *logged])
+    assert not any(secret in text for secret in secrets_of(stack) for text in [*said, *logged])
 
 
-def test_the_server_turns_away_requests_and_stages_without_its_account(
-    project, mirror, mlflow_server
-):
-    url, _ = mlflow_server
+def test_the_server_turns_away_requests_and_stages_without_its_account(project, mirror, stack):
+    url = stack["MLFLOW_TRACKING_URI"]
     search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, timeout=10).status_code == 401
-    assert requests.get(search, auth=("admin", ADMIN_PASSWORD), timeout=10).status_code == 200
+    admin = (stack["MLFLOW_TRACKING_USERNAME"], stack["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.get(search, auth=admin, timeout=10).status_code == 200
     (project / "data").mkdir()
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
-    wrong = as_admin(url, password="not-the-password")
-    result = run_stage(project, "train", env=wrong)
+    result = run_stage(project, "train", env=tracked(stack, password="not-the-password"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert f"MLflow tracking server {url} requires an account (HTTP 401)" in line
     assert "MLFLOW_TRACKING_USERNAME" in line and "not-the-password" not in line
 
 
-def test_four_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried_once(
-    tune_project, postgres_url
+def test_a_training_run_rides_out_a_restart_of_the_tracking_server(
+    project, mirror, stack_root, stack, monkeypatch
 ):
+    update_params(project, {"train": {"epochs": 20}})
+    (project / "data").mkdir()
+    (project / "data" / "raw").symlink_to(mirror[0])
+    assert run_stage(project, "preprocess").returncode == 0
+    env = {**os.environ, **tracked(stack), "PYTHONUNBUFFERED": "1"}
+    train = subprocess.Popen(
+        [sys.executable, "src/train.py"],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines = iter(train.stdout.readline, "")
+    said = list(itertools.takewhile(lambda line: not line.startswith("Epoch 2/"), lines))
+    local_servers.stop(team_stack.load(stack_root).pids["mlflow"])  # epoch 1 is logged
+    assert train.poll() is None, "".join(said)  # the server went away mid-run
+    restarted = stack_script("start", stack_root)
+    assert "MLflow server restarted" in restarted.stdout, restarted.stderr[-3000:]
+    out, _ = train.communicate(timeout=600)
+    assert train.returncode == 0, "".join(said) + out
+
+    run_id = next(line.split()[2] for line in said if line.startswith("MLflow run "))
+    for name, value in tracked(stack).items():
+        monkeypatch.setenv(name, value)
+    client = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "epoch/val_accuracy")) == 20
+
+
+def test_four_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried_once(
+    tune_project, stack
+):
+    postgres_url = stack["OPTUNA_STORAGE"]
     storage = ["--storage", postgres_url]
     set_tune(tune_project, space=TINY_SPACE | {"train.epochs": {"low": 40, "high": 41}})
     doomed = start_tune(tune_project, *storage, "--n-trials", "1", stdout=subprocess.PIPE)
@@ -178,42 +226,68 @@ def test_four_workers_share_a_postgres_study_and_a_killed_ones_trial_is_retried_
     assert by_trial["0"].info.status == "FAILED"
     assert sorted(k for k in by_trial if k is not None) == [str(n) for n in range(6)]
 
-    assert not any(PASSWORD in text for text in said)
+    password = secrets_of(stack)[2]
+    assert not any(password in text for text in said)
     logged = [str(v) for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
-    assert not any(PASSWORD in value for value in logged)
+    assert not any(password in value for value in logged)
     (study_run,) = [r for r in runs if "optuna_study" in r.data.tags]
-    assert study_run.data.tags["optuna_storage"] == postgres_url.replace(PASSWORD, "***")
+    assert study_run.data.tags["optuna_storage"] == postgres_url.replace(password, "***")
 
 
-def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_same_data_and_model(
-    project, mirror, s3_endpoint, monkeypatch, tmp_path
+def test_teammates_share_data_models_and_queued_experiments_through_the_dvc_remote(
+    project, mirror, stack, monkeypatch, tmp_path
 ):
-    """The DVC remote on the team's S3: its address is committed, its endpoint and credentials
-    are not (config.local and the environment)."""
-    import team_servers
-
-    for name, value in team_servers.S3_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    git(project, "init", "-q")
-    dvc(project, "init", "-q")
-    dvc(project, "remote", "add", "-d", "team", f"s3://{team_servers.BUCKET}/dvc")
-    dvc(project, "remote", "modify", "--local", "team", "endpointurl", s3_endpoint)
+    """Alice runs the pipeline and pushes; Bob's fresh clone pulls the same bytes. Alice queues
+    two experiments, run two at a time and tracked on the server, and pushes one; Bob pulls it.
+    The remote's address is committed; its endpoint and credentials are not."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", *tracked(stack)):
+        monkeypatch.setenv(name, stack[name])
+    endpoint = stack["TEAM_S3_ENDPOINT"]
+    update_params(project, {"tracking": {"champion_floor": 0.0}})
+    alice, origin, bob = project, tmp_path / "origin.git", tmp_path / "bob"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(alice, "init", "-q")
+    git(alice, "remote", "add", "origin", str(origin))
+    dvc(alice, "init", "-q")
+    dvc(alice, "remote", "add", "-d", "team", f"s3://{team_stack.BUCKET}/dvc")
+    dvc(alice, "remote", "modify", "--local", "team", "endpointurl", endpoint)
     # The synthetic digits are not the published MNIST that fetch verifies: they stand in for
     # fetch's output, recorded as if fetched, and the rest of the pipeline runs for real.
-    shutil.copytree(mirror[0], project / "data" / "raw")
-    dvc(project, "commit", "-f", "fetch")
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "a trained model")
-    dvc(project, "push")
+    shutil.copytree(mirror[0], alice / "data" / "raw")
+    dvc(alice, "commit", "-f", "fetch")
+    dvc(alice, "repro")
+    git(alice, "add", "-A")
+    git(alice, "commit", "-qm", "a trained model")
+    git(alice, "push", "-q", "origin", "HEAD:main")
+    dvc(alice, "push")
 
-    clone = tmp_path / "teammate"
-    git(tmp_path, "clone", "-q", str(project), str(clone))
-    assert s3_endpoint not in (clone / ".dvc" / "config").read_text()  # not committed
-    dvc(clone, "remote", "modify", "--local", "team", "endpointurl", s3_endpoint)
-    dvc(clone, "pull")
+    git(tmp_path, "clone", "-q", "-b", "main", str(origin), str(bob))
+    assert endpoint not in (bob / ".dvc" / "config").read_text()  # not committed
+    dvc(bob, "remote", "modify", "--local", "team", "endpointurl", endpoint)
+    dvc(bob, "pull")
     for path in ("data/raw", "data/processed", "models/model.keras"):
-        assert digests(clone / path) == digests(project / path), path
+        assert digests(bob / path) == digests(alice / path), path
+
+    rates = {"lr-low": "0.002", "lr-high": "0.003"}  # params.yaml: 0.004
+    for name, rate in rates.items():
+        dvc(alice, "exp", "run", "--queue", "--name", name, "-S", f"train.learning_rate={rate}")
+    dvc(alice, "queue", "start", "-j", "2")
+    from dvc.repo import Repo
+
+    Repo(str(alice)).experiments.celery_queue.wait(list(rates))  # blocks until both are done
+    dvc(alice, "queue", "stop")
+    client = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
+    queued = {r.info.run_name: r for r in runs if r.info.run_name in rates}
+    assert {name: r.data.params["train.learning_rate"] for name, r in queued.items()} == rates
+    assert {r.info.status for r in queued.values()} == {"FINISHED"}
+
+    dvc(alice, "exp", "push", "origin", "lr-high")
+    dvc(bob, "exp", "pull", "origin", "lr-high")
+    for clone in (alice, bob):
+        dvc(clone, "exp", "apply", "lr-high")
+    assert digests(bob / "models/model.keras") == digests(alice / "models/model.keras")
+    assert "learning_rate: 0.003" in (bob / "params.yaml").read_text()
 
 
 def git(root: Path, *args: str) -> None:

@@ -26,7 +26,7 @@ import registry
 import search
 import studies
 import tracking
-from conftest import REPO, TINY_SPACE, run_stage, set_tune
+from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune
 from mnist_fakes import synthetic_digits
 from search_progress import SearchProgress
 
@@ -319,6 +319,16 @@ def test_an_unreachable_mlflow_server_fails_before_any_study_exists(tune_project
     assert result.returncode == 1
     assert "MLflow tracking server http://127.0.0.1:9 does not answer" in result.stderr
     assert not (tune_project / "optuna" / "studies.db").exists()
+
+
+def test_a_database_that_is_down_fails_the_tuner_at_once_with_one_masked_line(tune_project):
+    url = f"postgresql://team:hunter2@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    result = run_stage(tune_project, "tune", args=["--storage", url])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot open the study storage {url.replace('hunter2', '***')}")
+    assert "Connection refused" in line and "hunter2" not in result.stdout + line
+    assert mlflow_runs() == []  # no study run was opened
 
 
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
