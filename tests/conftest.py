@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import tracking
 from mnist_fakes import write_raw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +26,6 @@ _MIRROR = os.environ.get("MNIST_MIRROR", "")
 _BESIDE = REPO.parent / "shared" / "mnist"
 SHARED_MNIST = Path(_MIRROR).resolve() if _MIRROR and Path(_MIRROR).is_dir() else _BESIDE
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -36,6 +34,10 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Every test logs to its own sqlite MLflow store, never to the repo's mlflow.db: in this
     process (connected here, so no test inherits the last test's store) and in subprocesses."""
+    # Imported here, not at the top: pytest-xdist's controller runs no test and should not load
+    # TensorFlow, whose start-up lines would end up in the test report.
+    import tracking
+
     uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
     (tmp_path / "mlruns-store").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

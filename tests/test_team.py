@@ -24,9 +24,18 @@ import requests
 import local_servers
 import postgres_cluster
 import team_stack
-from conftest import REPO, TINY_SPACE, run_stage, set_tune, update_params, venv_env
+from conftest import (
+    REPO,
+    TINY_SPACE,
+    closed_port_url,
+    run_stage,
+    set_tune,
+    update_params,
+    venv_env,
+)
 from mnist_fakes import synthetic_digits
 from test_predict import as_user_png
+from test_serving import wait_until_ready
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
@@ -118,6 +127,7 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
     assert predicted.returncode == 0, predicted.stderr[-3000:]  # the champion, from the server
     assert "models:/mnist-cnn@champion (version 1)" in predicted.stdout
     said += [predicted.stdout, predicted.stderr]
+    said.append(serve_one_image(project, stack))
 
     for name, value in tracked(stack).items():
         monkeypatch.setenv(name, value)
@@ -139,6 +149,27 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
     assert any(key.endswith("MLmodel") for key in keys)  # the logged model, in S3
     logged = [*run.data.params.values(), *run.data.tags.values()]
     assert not any(secret in text for secret in secrets_of(stack) for text in [*said, *logged])
+
+
+def serve_one_image(project: Path, stack: dict[str, str]) -> str:
+    """serve.py with the champion from the team's registry answers a request; its stderr."""
+    url = closed_port_url()
+    server = subprocess.Popen(
+        [sys.executable, "src/serve.py", "--port", url.rsplit(":", 1)[1]],
+        cwd=project,
+        env={**venv_env(), **tracked(stack)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_ready(url, server)
+        image = synthetic_digits(1, seed=5)[0].reshape(1, 28, 28).tolist()
+        answer = requests.post(f"{url}/invocations", json={"inputs": image}, timeout=30)
+        assert answer.status_code == 200 and len(answer.json()["predictions"][0]) == 10
+    finally:
+        server.terminate()
+    return server.communicate(timeout=30)[1]
 
 
 def test_the_server_turns_away_requests_and_stages_without_its_account(project, mirror, stack):
