@@ -145,7 +145,7 @@ def main() -> None:
         f"-> {config.EVAL_REPORTS.relative_to(config.ROOT)}/"
     )
     print(registered)
-    print(f"runs compared: `mlflow ui` in the repo root, then {tracking.runs_page(run_id)}")
+    print(f"runs compared: {tracking.runs_page(run_id)}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 
 # isort: split
 
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -51,6 +52,10 @@ LAST_PRUNE_EPOCH = 4
 # The study remembers the train.* and seed values its command fixed with -S: its trials are only
 # comparable under them, and --apply/--register need them to rebuild the winner.
 FIXED_ATTR = "fixed"
+# Where the study records its MLflow parent run, and how long a joining worker waits for the
+# creating worker to record it (the creator does so within a second of creating the study).
+PARENT_ATTR = "mlflow_parent_run"
+PARENT_WAITS, PARENT_PAUSE_S = 60, 0.5
 
 
 class EarlyOnly(optuna.pruners.BasePruner):
@@ -278,8 +283,11 @@ def best_of(study: optuna.Study) -> dict[str, Any]:
     return {"value": best.value, "trial": best.number, "params": fixed | best.params}
 
 
-def open_study(name: str, rdb: RDBStorage, pruner_name: str, existing: bool) -> optuna.Study:
-    """Join (or start) the study; with `existing`, a missing one is an error, not a new study."""
+def open_study(
+    name: str, rdb: RDBStorage, pruner_name: str, existing: bool
+) -> tuple[optuna.Study, bool]:
+    """Join (or start) the study, and say whether this worker created it; with `existing`, a
+    missing one is an error, not a new study."""
     if existing:
         if name not in optuna.get_all_study_names(rdb):
             known = ", ".join(optuna.get_all_study_names(rdb)) or "none yet"
@@ -287,14 +295,39 @@ def open_study(name: str, rdb: RDBStorage, pruner_name: str, existing: bool) -> 
                 f"no study named {name!r} in {tracking.masked(rdb.url)} (studies there: {known});"
                 f" run `python src/tune.py --study {name}` to search first"
             )
-        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner(pruner_name))
-    return optuna.create_study(
-        study_name=name,
-        storage=rdb,
-        direction="maximize",
-        load_if_exists=True,
-        pruner=pruner(pruner_name),
-    )
+        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner(pruner_name)), False
+    try:  # the storage lets one worker create a name: it alone learns that it did
+        study = optuna.create_study(
+            study_name=name, storage=rdb, direction="maximize", pruner=pruner(pruner_name)
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner(pruner_name)), False
+
+
+def parent_run(
+    study: optuna.Study,
+    experiment: str,
+    storage_url: str,
+    created: bool,
+    pause: Callable[[float], None] = time.sleep,
+) -> str:
+    """The study's one MLflow parent run. The worker that created the study creates it and
+    records its id in the study; a worker joining a new study waits for that id instead of
+    racing it to a second parent (workers on other machines share no file lock)."""
+    waits = 0 if created or study.trials else PARENT_WAITS
+    for _ in range(waits):
+        recorded = study.user_attrs.get(PARENT_ATTR)
+        if recorded is not None:
+            return recorded
+        pause(PARENT_PAUSE_S)
+    recorded = study.user_attrs.get(PARENT_ATTR)
+    if recorded is not None:
+        return recorded
+    # The creator, an older study (found by its tag), or a creator that died before recording.
+    run_id = tracking.study_run(experiment, study.study_name, storage_url)
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
 
 
 def keep_fixed(study: optuna.Study, fixed: dict[str, Any]) -> None:
@@ -312,13 +345,13 @@ def keep_fixed(study: optuna.Study, fixed: dict[str, Any]) -> None:
 
 
 def joined(params: config.Params, existing: bool) -> tuple[optuna.Study, RDBStorage, str]:
-    """The study, its storage and its MLflow parent run. Workers started together would race
-    to create the tables and the parent run: they take turns."""
+    """The study, its storage and its MLflow parent run. Workers on this machine take turns
+    (creating the tables at once collides); parent_run keeps workers anywhere to one parent."""
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     with FileLock(studies.STUDIES_LOCK):
         rdb = studies.storage(params.tune.storage, params.tune)
-        study = open_study(params.tune.study, rdb, params.tune.pruner, existing)
-        parent_id = tracking.study_run(params.tracking.experiment, params.tune.study, rdb.url)
+        study, created = open_study(params.tune.study, rdb, params.tune.pruner, existing)
+        parent_id = parent_run(study, params.tracking.experiment, rdb.url, created)
     return study, rdb, parent_id
 
 

@@ -44,6 +44,9 @@ from errors import PipelineError, translator
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Against a server MLflow prints "View run ... at: <url>" at each run's end; evaluate prints the
+# one link worth following.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
 # MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
@@ -168,12 +171,14 @@ def experiment_id(name: str) -> str:
 
 
 def runs_page(run_id: str) -> str:
-    """The UI page listing the run's experiment: on a team server, the server's; for the
-    embedded store, where `mlflow ui` started in the repo root serves it."""
+    """Where to compare the run with the others: the team server's page listing its experiment,
+    or, for the embedded store, that page as `mlflow ui` started in the repo root serves it."""
     uri = mlflow.get_tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    served = uri.startswith(("http://", "https://"))
     experiment = mlflow.get_run(run_id).info.experiment_id
-    return f"{masked(base)}/#/experiments/{experiment}/runs?{UI_RUNS_QUERY}"
+    page = f"{masked(uri.rstrip('/') if served else LOCAL_UI)}/#/experiments/{experiment}/runs"
+    link = f"{page}?{UI_RUNS_QUERY}"
+    return link if served else f"`mlflow ui` in the repo root, then {link}"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

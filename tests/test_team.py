@@ -120,7 +120,9 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
         result = run_stage(project, stage, env=tracked(stack))
         assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
         said += [result.stdout, result.stderr]
-    assert f"{url}/#/experiments/" in said[-2]  # evaluate's link is the server's
+    (compared,) = [line for line in said[-2].splitlines() if line.startswith("runs compared")]
+    assert compared.startswith(f"runs compared: {url}/#/experiments/")  # the server's page
+    assert "View run" not in "".join(said)  # MLflow's own links stay quiet
     digit = project / "digit.png"
     as_user_png(synthetic_digits(1, seed=4)[0][0], digit, (90, 70), dark_on_light=True)
     predicted = run_stage(project, "predict", env=tracked(stack), args=[str(digit)])

@@ -381,3 +381,34 @@ def wait_for_first_epoch(worker: subprocess.Popen) -> None:
         if re.match(r"trial 0 \(1 of \d+\) epoch 1/", line):
             return
     pytest.fail("the worker ended before its first epoch:\n" + "".join(seen[-30:]))
+
+
+def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path):
+    """Workers on two machines share no file lock: only the study's creator makes the parent."""
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
+    creator, created = search.open_study("shared", rdb, "none", existing=False)
+    joiner, joined_too = search.open_study("shared", rdb, "none", existing=False)
+    assert (created, joined_too) == (True, False)
+    pauses = []
+
+    def creator_finishes_while_the_joiner_waits(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            pauses.append(search.parent_run(creator, "mnist-cnn", rdb.url, created=True))
+
+    joiners = search.parent_run(
+        joiner, "mnist-cnn", rdb.url, created=False, pause=creator_finishes_while_the_joiner_waits
+    )
+    assert joiners == pauses[2]  # the creator's run, which it made during the joiner's wait
+    assert [r.info.run_id for r in mlflow_runs()] == [joiners]  # one parent, not two
+
+
+def test_a_joiner_whose_creator_never_records_a_parent_makes_it_after_waiting(tmp_path):
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
+    search.open_study("orphan", rdb, "none", existing=False)  # its creator died here
+    joiner, _ = search.open_study("orphan", rdb, "none", existing=False)
+    pauses = []
+    parent = search.parent_run(joiner, "mnist-cnn", rdb.url, created=False, pause=pauses.append)
+    assert len(pauses) == search.PARENT_WAITS
+    assert joiner.user_attrs[search.PARENT_ATTR] == parent
+    assert [r.info.run_name for r in mlflow_runs()] == ["study-orphan"]
