@@ -12,6 +12,7 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 
 # isort: split
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ FIXED_ATTR = "fixed"
 # Where the study records its MLflow parent run, and how long a joining worker waits for the
 # creating worker to record it (the creator does so within a second of creating the study).
 PARENT_ATTR = "mlflow_parent_run"
+STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
 PARENT_WAITS, PARENT_PAUSE_S = 60, 0.5
 
 
@@ -418,8 +420,13 @@ def announce(
 
 def flags(tune: config.TuneParams) -> str:
     """The options that name the study, for the commands the user is told to run next."""
-    storage = f" --storage {tracking.masked(tune.storage)}" if tune.storage else ""
-    return f"--study {tune.study}{storage}"
+    if not tune.storage:
+        return f"--study {tune.study}"
+    # The URL's password is never printed: where it came from $OPTUNA_STORAGE (the README's
+    # way), the hint names the variable, so it runs as printed.
+    given = os.environ.get(STORAGE_VARIABLE) == tune.storage
+    storage = f'"${STORAGE_VARIABLE}"' if given else tracking.masked(tune.storage)
+    return f"--study {tune.study} --storage {storage}"
 
 
 def act_on_best(params: config.Params, apply: bool, register: bool) -> None:

@@ -412,3 +412,11 @@ def test_a_joiner_whose_creator_never_records_a_parent_makes_it_after_waiting(tm
     assert len(pauses) == search.PARENT_WAITS
     assert joiner.user_attrs[search.PARENT_ATTR] == parent
     assert [r.info.run_name for r in mlflow_runs()] == ["study-orphan"]
+
+
+def test_the_next_step_hints_name_the_storage_variable_not_its_password(monkeypatch):
+    url = "postgresql://team:hunter2@db:5432/optuna"
+    tune = config.load(overrides=[f"tune.storage={url}", "tune.study=shared"]).tune
+    assert search.flags(tune) == "--study shared --storage postgresql://team:***@db:5432/optuna"
+    monkeypatch.setenv("OPTUNA_STORAGE", url)
+    assert search.flags(tune) == '--study shared --storage "$OPTUNA_STORAGE"'
