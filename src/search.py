@@ -13,8 +13,10 @@ import runtime  # first: quiets the backends' start-up logging before keras load
 # isort: split
 
 import os
+import socket
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -346,15 +348,27 @@ def keep_fixed(study: optuna.Study, fixed: dict[str, Any]) -> None:
         )
 
 
-def joined(params: config.Params, existing: bool) -> tuple[optuna.Study, RDBStorage, str]:
-    """The study, its storage and its MLflow parent run. Workers on this machine take turns
+def joined(params: config.Params, existing: bool) -> tuple[optuna.Study, RDBStorage, str, bool]:
+    """The study, its storage, its MLflow parent run and whether this worker created the study.
+    Workers on this machine take turns
     (creating the tables at once collides); parent_run keeps workers anywhere to one parent."""
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     with FileLock(studies.STUDIES_LOCK):
         rdb = studies.storage(params.tune.storage, params.tune)
         study, created = open_study(params.tune.study, rdb, params.tune.pruner, existing)
         parent_id = parent_run(study, params.tracking.experiment, rdb.url, created)
-    return study, rdb, parent_id
+    return study, rdb, parent_id, created
+
+
+def sampler_seed(seed: int, study: optuna.Study, created: bool) -> int:
+    """tune.seed for the worker that creates the study, so a one-worker search draws the same
+    trials every time. A worker joining or resuming it must not replay those draws: its seed is
+    offset by the trials already run and by the worker itself (workers started together see the
+    same trials, none)."""
+    if created:
+        return seed
+    worker = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return (seed + len(study.trials) + worker) % 2**32
 
 
 def search(params: config.Params, fixed: dict[str, Any]) -> None:
@@ -362,11 +376,9 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
     tracking.connect(tracking.tracking_uri())  # a dead server fails here, before a study exists
     splits, scaling = training.load_inputs()
     tune = params.tune
-    study, rdb, parent_id = joined(params, existing=False)
+    study, rdb, parent_id, created = joined(params, existing=False)
     keep_fixed(study, fixed)
-    # Seeded for reproducibility; offset by the trials already run so that a worker joining a
-    # study (or resuming it) does not replay the first worker's draws.
-    study.sampler = optuna.samplers.TPESampler(seed=tune.seed + len(study.trials))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(tune.seed, study, created))
     progress = SearchProgress(tune.n_trials, tune.timeout_s)
     objective = Objective(splits, scaling, parent_id, params, fixed, rdb, progress)
     callbacks: list[Any] = [TrialReport(parent_id, progress)]
@@ -432,7 +444,7 @@ def flags(tune: config.TuneParams) -> str:
 def act_on_best(params: config.Params, apply: bool, register: bool) -> None:
     """--apply / --register: the study's best so far, without running a trial."""
     tracking.connect(tracking.tracking_uri())
-    study, _, parent_id = joined(params, existing=True)
+    study, _, parent_id, _ = joined(params, existing=True)
     best = best_of(study)
     print(
         f"study {params.tune.study}: best is trial {best['trial']}, val_accuracy "

@@ -174,9 +174,11 @@ def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tune_proje
     workers = [start_tune(tune_project, "--n-trials", "2") for _ in range(2)]
     for worker in workers:
         assert worker.wait(timeout=600) == 0, worker.stderr.read()[-3000:]
-    numbers = sorted(t.number for t in study_in(tune_project).trials)
-    assert numbers == [0, 1, 2, 3]
-    assert {t.state.name for t in study_in(tune_project).trials} == {"COMPLETE"}
+    trials = study_in(tune_project).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    drawn = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(drawn) == 4  # workers started together do not draw the same trials
 
 
 def test_a_killed_workers_trial_fails_and_is_retried_once(tune_project):
