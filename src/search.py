@@ -58,8 +58,8 @@ FIXED_ATTR = "fixed"
 # Where the study records its MLflow parent run, and how long a joining worker waits for the
 # creating worker to record it (the creator does so within a second of creating the study).
 PARENT_ATTR = "mlflow_parent_run"
-STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
 PARENT_WAITS, PARENT_PAUSE_S = 60, 0.5
+STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
 
 
 class EarlyOnly(optuna.pruners.BasePruner):
@@ -320,14 +320,12 @@ def parent_run(
     records its id in the study; a worker joining a new study waits for that id instead of
     racing it to a second parent (workers on other machines share no file lock)."""
     waits = 0 if created or study.trials else PARENT_WAITS
-    for _ in range(waits):
+    for waited in range(waits + 1):
         recorded = study.user_attrs.get(PARENT_ATTR)
         if recorded is not None:
             return recorded
-        pause(PARENT_PAUSE_S)
-    recorded = study.user_attrs.get(PARENT_ATTR)
-    if recorded is not None:
-        return recorded
+        if waited < waits:
+            pause(PARENT_PAUSE_S)
     # The creator, an older study (found by its tag), or a creator that died before recording.
     run_id = tracking.study_run(experiment, study.study_name, storage_url)
     study.set_user_attr(PARENT_ATTR, run_id)
@@ -350,8 +348,8 @@ def keep_fixed(study: optuna.Study, fixed: dict[str, Any]) -> None:
 
 def joined(params: config.Params, existing: bool) -> tuple[optuna.Study, RDBStorage, str, bool]:
     """The study, its storage, its MLflow parent run and whether this worker created the study.
-    Workers on this machine take turns
-    (creating the tables at once collides); parent_run keeps workers anywhere to one parent."""
+    Workers on this machine take turns (creating the tables at once collides); parent_run keeps
+    workers anywhere to one parent."""
     studies.STUDIES_DB.parent.mkdir(exist_ok=True)
     with FileLock(studies.STUDIES_LOCK):
         rdb = studies.storage(params.tune.storage, params.tune)
