@@ -88,7 +88,12 @@ def start(root: Path, say: Callable[[str], None] = print) -> Stack:
     if (root / "stack.json").exists():
         return revive(root, say)
     _check_installed()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PipelineError(
+            f"cannot use {root} for the stack ({err.strerror}): pick --dir"
+        ) from err
     secret = Secrets.generate()
     files.write_private(root / "secrets.json", json.dumps(asdict(secret)))
     ports = [free_port() for _ in range(3)]
