@@ -7,18 +7,20 @@ Side by side on the 10,000 test images (best of 3 passes, one call per pass): th
 load it), the same .keras model called directly with `predict_on_batch` (the floor), and with
 `model.predict` (what the `mlflow.keras` flavor's pyfunc calls: the baseline). Then it starts
 `mlflow models serve` and src/serve.py (the same app behind request guards) in turn on 127.0.0.1
-and times 200 sequential one-image requests to each (p50/p95/p99), beside one-image
-`predict_on_batch` calls in this process. Writes bench/results/serving.json.
+and times 200 sequential one-image requests to each (p50/p95/p99), the image sent as 28x28x1
+nested lists, and once more to src/serve.py as one row of 784 pixels (MLflow's server copies the
+nested lists before parsing them: bench/README.md); beside them, one-image `predict_on_batch`
+calls in this process. Writes bench/results/serving.json.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import config
 import data
+import local_servers
 import model
 import provenance
 import registry
 import tracking
+from errors import PipelineError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 
@@ -74,14 +78,6 @@ def servers(uri: str) -> dict[str, Callable[[int], list[str]]]:
     }
 
 
-def free_port() -> int:
-    """A port nothing listens on now: each server gets its own, so one still shutting down
-    cannot answer for the next."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def served_latency(
     command: Callable[[int], list[str]], images: np.ndarray, count: int = 200
 ) -> dict[str, float]:
@@ -90,42 +86,35 @@ def served_latency(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
     }
-    port = free_port()
-    server = subprocess.Popen(
-        command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    port = (
+        local_servers.free_port()
+    )  # one per server: one still stopping cannot answer for the next
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, server)
-        session = requests.Session()
-        bodies = [{"inputs": images[i : i + 1].tolist()} for i in range(count)]
-        session.post(f"{url}/invocations", json=bodies[0], timeout=30).raise_for_status()
-        latencies = [
-            timed(
-                lambda b=b: session.post(
-                    f"{url}/invocations", json=b, timeout=30
-                ).raise_for_status()
-            )
-            * 1000
-            for b in bodies
-        ]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as log:  # the server's stderr: shown if it fails to start
+        server = subprocess.Popen(command(port), env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            try:
+                local_servers.wait_until_up(server, f"{url}/ping", "the model server")
+            except PipelineError as err:
+                log.seek(0)
+                sys.exit(f"error: {err}:\n{log.read()[-2000:]}")
+            latencies = request_latencies(url, images[:count])
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     return {**percentiles(latencies), "requests": count}
 
 
-def wait_until_ready(url: str, server: subprocess.Popen, limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"error: the server exited: {server.stderr.read()[-2000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    sys.exit(f"error: {url} was not ready within {limit_s:.0f} s")
+def request_latencies(url: str, images: np.ndarray) -> list[float]:
+    """Milliseconds of each one-image request, sent one after another on one connection."""
+    session = requests.Session()
+    bodies = [{"inputs": images[i : i + 1].tolist()} for i in range(len(images))]
+    session.post(f"{url}/invocations", json=bodies[0], timeout=30).raise_for_status()  # warm-up
+
+    def post(body: dict) -> None:
+        session.post(f"{url}/invocations", json=body, timeout=30).raise_for_status()
+
+    return [timed(lambda b=b: post(b)) * 1000 for b in bodies]
 
 
 def percentiles(latencies_ms: list[float]) -> dict[str, float]:
@@ -146,13 +135,15 @@ def main() -> None:
     params = config.load()
     uri = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    rows = test.x.reshape(len(test), -1)
     results = {
         "command": "python bench/bench_serving.py",
         "model": uri,
         "batch_images_per_s": batch_throughput(uri, test.x),
         "served_single_image": {
             name: served_latency(command, test.x) for name, command in servers(uri).items()
-        },
+        }
+        | {"src/serve.py, 784-pixel rows": served_latency(servers(uri)["src/serve.py"], rows)},
         "direct_single_image": direct_latency(test.x),
         **provenance.record(),
     }

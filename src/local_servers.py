@@ -1,11 +1,13 @@
-"""The team stack's servers as background processes on 127.0.0.1: moto's S3 server and
-`mlflow server`. Each runs in a session of its own (it outlives the terminal that started it) and
-is known by its pid and start time, so a recycled pid is never mistaken for it."""
+"""Servers on 127.0.0.1: a free port, waiting until one answers, and the team stack's servers as
+background processes (moto's S3 server and `mlflow server`). Each of those runs in a session of its
+own (it outlives the terminal that started it) and is known by its pid and start time, so a
+recycled pid is never mistaken for it."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +35,7 @@ def start_s3(root: Path, port: int, env: dict[str, str], bucket: str) -> Pid:
 
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     endpoint = f"http://127.0.0.1:{port}"
-    pid = launch(command, env, root / "s3.log", ready_url=endpoint)
+    pid = launch(command, env, root / "s3.log", ready_url=endpoint, name="the S3 server")
     credentials = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"]}
     credentials["aws_secret_access_key"] = env["AWS_SECRET_ACCESS_KEY"]
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
@@ -52,10 +54,10 @@ def start_mlflow(root: Path, port: int, env: dict[str, str], artifacts: str) -> 
     server = [*mlflow, "server", "--app-name", "basic-auth", "--host", "127.0.0.1"]
     server += ["--port", str(port), "--artifacts-destination", artifacts, "--workers", "1"]
     url = f"http://127.0.0.1:{port}/health"
-    return launch(server, env, root / "mlflow.log", ready_url=url)
+    return launch(server, env, root / "mlflow.log", ready_url=url, name="MLflow server")
 
 
-def launch(command: list[str], env: dict[str, str], log: Path, ready_url: str) -> Pid:
+def launch(command: list[str], env: dict[str, str], log: Path, ready_url: str, name: str) -> Pid:
     """Start `command` in the background, logging to `log`; return once `ready_url` answers."""
     with log.open("ab") as sink:
         process = subprocess.Popen(
@@ -68,17 +70,29 @@ def launch(command: list[str], env: dict[str, str], log: Path, ready_url: str) -
         )
     pid = Pid(process.pid, psutil.Process(process.pid).create_time())
     try:
-        wait_until_up(process, ready_url, log)
+        wait_until_up(process, ready_url, name, log)
     except BaseException:
         stop(pid)
         raise
     return pid
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_until_up(
-    process: subprocess.Popen, url: str, log: Path, timeout_s: float = START_TIMEOUT_S
+    process: subprocess.Popen,
+    url: str,
+    name: str,
+    log: Path | None = None,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> None:
-    """Poll `url` until it answers; a server that exits or never answers fails with its log."""
+    """Poll `url` until it answers; a server that exits or never answers fails, naming its log."""
+    where = f"; its log: {log}" if log else ""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -90,13 +104,8 @@ def wait_until_up(
             process.wait(timeout=0.5)  # returns at once if the server has died
         except subprocess.TimeoutExpired:
             continue
-        raise PipelineError(f"{_name(process)} exited at start; its log: {log}")
-    raise PipelineError(f"{_name(process)} did not answer in {timeout_s:.0f} s; its log: {log}")
-
-
-def _name(process: subprocess.Popen) -> str:
-    args = [str(arg) for arg in process.args]  # type: ignore[union-attr]
-    return "MLflow server" if "mlflow" in args else "the S3 server"
+        raise PipelineError(f"{name} exited at start{where}")
+    raise PipelineError(f"{name} did not answer in {timeout_s:.0f} s{where}")
 
 
 def is_alive(pid: Pid) -> bool:

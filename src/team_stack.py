@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -96,7 +95,7 @@ def start(root: Path, say: Callable[[str], None] = print) -> Stack:
         ) from err
     secret = Secrets.generate()
     files.write_private(root / "secrets.json", json.dumps(asdict(secret)))
-    ports = [free_port() for _ in range(3)]
+    ports = [local_servers.free_port() for _ in range(3)]
     stack = Stack(str(_postgres_home(root) / "data"), *ports, pids={})
     try:
         data = Path(stack.postgres_data)
@@ -219,12 +218,6 @@ def load(root: Path) -> Stack:
     state = files.read_json(root / "stack.json", fix=f"stop it by hand and delete {root}")
     pids = {name: local_servers.Pid(**pid) for name, pid in state.pop("pids").items()}
     return Stack(**state, pids=pids)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def report(root: Path, stack: Stack) -> str:

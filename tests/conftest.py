@@ -6,7 +6,6 @@ import functools
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from local_servers import free_port
 from mnist_fakes import write_raw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,13 +84,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def closed_port_url() -> str:
     """A loopback URL on which nothing listens: connections are refused at once."""
     return f"http://127.0.0.1:{free_port()}"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import http.client
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -17,10 +16,12 @@ import pytest
 import requests
 
 import config
+import local_servers
 import model
 import registry
 import tracking
 from conftest import closed_port_url, venv_env
+from errors import PipelineError
 
 pytestmark = pytest.mark.slow
 
@@ -99,17 +100,13 @@ def server(request: pytest.FixtureRequest, served: Callable[[str], str]) -> str:
     return served(request.param)
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {process.stderr.read()[-2000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    pytest.fail(f"server not ready within {limit_s} s")
+def wait_until_ready(url: str, process: subprocess.Popen) -> None:
+    """Until the server answers /ping; if it fails to, the test fails with its last words."""
+    try:
+        local_servers.wait_until_up(process, f"{url}/ping", "the model server")
+    except PipelineError as err:
+        said = process.stderr.read()[-2000:] if process.poll() is not None else ""
+        pytest.fail(f"{err}: {said}")
 
 
 @pytest.mark.parametrize("shape", [(3, 28, 28, 1), (3, 28, 28), (3, 784)])

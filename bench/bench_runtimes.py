@@ -1,0 +1,156 @@
+"""Benchmark: the trained CNN on the Keras call it is served with, beside two other runtimes.
+
+    uv run --with openvino==2026.4.1 --with nncf==3.4.0 --with tf2onnx==1.17.0 \
+        --with onnxruntime==1.32.0 python bench/bench_runtimes.py
+
+None of these is a dependency of the project: this measures what a switch of the serving runtime
+would buy (bench/README.md, "Serving on the 2-core CPU"). Needs `dvc repro` first
+(models/model.keras and data/processed). OpenVINO's model converter and NNCF send anonymous usage
+data unless opted out: run `uv run --with openvino==2026.4.1 opt_in_out --opt_out` once before.
+
+One process, side by side on the 10,000 test images: `predict_on_batch` in chunks of 2,048 (what
+served_model.py calls: the baseline); the model exported with Keras' own `model.export` to
+OpenVINO (compiled for latency, fp32) and to ONNX (ONNX Runtime, fp32); and each export quantized
+to int8 by its own toolkit (NNCF; onnxruntime.quantization, QDQ), calibrated on 300 validation
+images, never the test set. For each: images/s (best of 5 passes), one-image p50 over 300 calls,
+test accuracy, agreement with the baseline's digits and the largest probability difference.
+Writes bench/results/runtimes.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import runtime  # first: quiets TensorFlow's start-up logging
+
+# isort: split
+
+import config
+import data
+import model
+import provenance
+
+RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
+CHUNK = 2048  # served_model.CHUNK
+CALIBRATION_IMAGES = 300
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def openvino_runtimes(cnn, calibration: np.ndarray) -> dict[str, Predict]:
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    with tempfile.TemporaryDirectory() as scratch:  # compiled models keep no tie to the files
+        xml = str(Path(scratch) / "model.xml")
+        cnn.export(xml, format="openvino", verbose=False)
+        fp32 = core.read_model(xml)
+        batches = nncf.Dataset([image[np.newaxis] for image in calibration])
+        int8 = nncf.quantize(fp32, batches, subset_size=len(calibration))
+        compiled = {
+            name: core.compile_model(m, "CPU", settings)
+            for name, m in (("fp32", fp32), ("int8", int8))
+        }
+    return {f"openvino_{name}": lambda images, c=c: c(images)[0] for name, c in compiled.items()}
+
+
+def onnx_runtimes(cnn, calibration: np.ndarray) -> dict[str, Predict]:
+    import onnxruntime as ort
+    from onnxruntime import quantization
+
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self, name: str) -> None:
+            self.batches = iter([{name: image[np.newaxis]} for image in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    sessions = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, prepared, int8 = (str(Path(scratch) / f"{n}.onnx") for n in ("fp32", "pre", "int8"))
+        cnn.export(fp32, format="onnx", verbose=False)
+        quantization.quant_pre_process(fp32, prepared)
+        name = ort.InferenceSession(fp32).get_inputs()[0].name
+        quantization.quantize_static(prepared, int8, Calibration(name))
+        for label, path in (("fp32", fp32), ("int8", int8)):
+            sessions[label] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return {
+        f"onnxruntime_{label}": lambda images, s=session: s.run(None, {name: images})[0]
+        for label, session in sessions.items()
+    }
+
+
+def chunked(predict: Predict, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([predict(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
+
+
+def images_per_s(predict: Predict, images: np.ndarray, passes: int = 5) -> int:
+    chunked(predict, images)  # warm-up
+    best = min(timed(lambda: chunked(predict, images)) for _ in range(passes))
+    return round(len(images) / best)
+
+
+def one_image_p50_ms(predict: Predict, images: np.ndarray, calls: int = 300) -> float:
+    predict(images[:1])
+    latencies = [timed(lambda i=i: predict(images[i : i + 1])) * 1000 for i in range(calls)]
+    return round(statistics.median(latencies), 3)
+
+
+def timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def measure(predict: Predict, test: data.Split, baseline: np.ndarray) -> dict[str, float]:
+    probabilities = chunked(predict, test.x)
+    return {
+        "images_per_s": images_per_s(predict, test.x),
+        "one_image_p50_ms": one_image_p50_ms(predict, test.x),
+        "test_accuracy": float((probabilities.argmax(1) == test.y).mean()),
+        "same_digit_as_keras": float((probabilities.argmax(1) == baseline.argmax(1)).mean()),
+        "max_probability_difference": float(np.abs(probabilities - baseline).max()),
+    }
+
+
+def main() -> None:
+    runtime.configure()
+    cnn = model.load(config.MODEL_FILE)
+    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    val = data.load_split(config.PROCESSED_DIR / "val.npz")
+    runtimes = {"keras_predict_on_batch": lambda images: np.asarray(cnn.predict_on_batch(images))}
+    runtimes["keras_predict_on_batch"](test.x[:1])  # a Keras model must have run to be exported
+    runtimes |= openvino_runtimes(cnn, val.x[:CALIBRATION_IMAGES])
+    runtimes |= onnx_runtimes(cnn, val.x[:CALIBRATION_IMAGES])
+    baseline = chunked(runtimes["keras_predict_on_batch"], test.x)
+    measured = {name: measure(predict, test, baseline) for name, predict in runtimes.items()}
+    keras_rate = measured["keras_predict_on_batch"]["images_per_s"]
+    for figures in measured.values():
+        figures["images_per_s_vs_keras"] = round(figures["images_per_s"] / keras_rate, 2)
+    results = {
+        "command": "python bench/bench_runtimes.py",
+        "model": str(config.MODEL_FILE.relative_to(config.ROOT)),
+        "runtimes": measured,
+        **provenance.record(),
+    }
+    runtime_packages = ("openvino", "nncf", "tf2onnx", "onnxruntime")
+    results["versions"] |= {p: metadata.version(p) for p in runtime_packages}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
