@@ -197,7 +197,7 @@ def load(
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(path, err)) from err
+        raise ParamsError(_describe(path, err, raw)) from err
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -264,13 +264,25 @@ def given_overrides(items: Sequence[str]) -> list[str]:
     return [item for item in items if not item.endswith("=")]
 
 
-def _describe(path: Path, err: ValidationError) -> str:
+def _describe(path: Path, err: ValidationError, raw: Any) -> str:
     lines = [f"{path.name} is invalid:"]
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
         reason = _reason(problem)
+        if problem["loc"][:2] == ("tune", "space") and problem["type"] == "model_type":
+            reason = _not_a_dimension(raw["tune"]["space"])
         lines.append(f"  {key}: {reason}" if key else f"  {reason}")  # no key: a cross-check
     return "\n".join(lines)
+
+
+def _not_a_dimension(space: Mapping[str, Any]) -> str:
+    """For a tune.space entry that is no {low, high} or {choices}: most often a misspelled
+    dimension in `-S tune.space.<dimension>.high=...`, which adds a key instead of changing one."""
+    dimensions = ", ".join(key for key, dim in space.items() if isinstance(dim, dict))
+    return (
+        "not a search dimension ({low, high[, log]} or {choices: [...]}); "
+        f"to change a bound, name one of the dimensions: {dimensions}"
+    )
 
 
 def _reason(problem: Mapping[str, Any]) -> str:

@@ -88,6 +88,17 @@ def test_overrides_reach_into_the_search_space_whose_keys_hold_dots():
     assert params.train.epochs == 12  # the searched key itself is untouched
 
 
+def test_a_misspelled_dimension_in_an_override_lists_the_dimensions_there_are():
+    with pytest.raises(config.ParamsError) as raised:
+        config.load(overrides=["tune.space.train.epoch.high=14"])
+    said = str(raised.value)
+    dimensions = ", ".join(config.load().tune.space)  # params.yaml's own
+    assert said.endswith(
+        f"\n  tune.space.train.epoch.high: not a search dimension ({{low, high[, log]}} "
+        f"or {{choices: [...]}}); to change a bound, name one of the dimensions: {dimensions}"
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
