@@ -21,7 +21,8 @@ def git_state() -> dict[str, str | bool]:
         return {"commit": os.environ["BENCH_COMMIT"], "dirty": dirty}
     try:
         commit = _git("rev-parse", "HEAD")
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        # Results files are tracked: a benchmark's own output must not mark the next run dirty.
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":!bench/results"))
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": True}
     return {"commit": commit, "dirty": dirty}
