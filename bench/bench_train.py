@@ -127,7 +127,9 @@ def main() -> None:
     test = data.load_split(config.PROCESSED_DIR / "test.npz")
     device = runtime.configure()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results |= provenance.record()  # this run's, over an earlier part's
+    results |= provenance.record()  # this run's, over an earlier part's: see "measured_at"
+    # Per part run now, where it ran; the parts not run now keep theirs.
+    results.setdefault("measured_at", {}).update(dict.fromkeys(parts, provenance.record()))
     if "speed" in parts or "ours" in parts:
         ours = [our_run(splits, test, scaling, params.train, seed, device) for seed in (0, 1, 2)]
         accs = [clock.points[-1][1] for clock in ours]
