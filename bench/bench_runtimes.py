@@ -36,6 +36,8 @@ import runtime  # first: quiets TensorFlow's start-up logging
 
 # isort: split
 
+import keras
+
 import config
 import data
 import model
@@ -47,7 +49,7 @@ CALIBRATION_IMAGES = 300
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def openvino_runtimes(cnn, calibration: np.ndarray) -> dict[str, Predict]:
+def openvino_runtimes(cnn: keras.Model, calibration: np.ndarray) -> dict[str, Predict]:
     import nncf
     import openvino as ov
 
@@ -66,7 +68,7 @@ def openvino_runtimes(cnn, calibration: np.ndarray) -> dict[str, Predict]:
     return {f"openvino_{name}": lambda images, c=c: c(images)[0] for name, c in compiled.items()}
 
 
-def onnx_runtimes(cnn, calibration: np.ndarray) -> dict[str, Predict]:
+def onnx_runtimes(cnn: keras.Model, calibration: np.ndarray) -> dict[str, Predict]:
     import onnxruntime as ort
     from onnxruntime import quantization
 

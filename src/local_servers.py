@@ -54,7 +54,7 @@ def start_mlflow(root: Path, port: int, env: dict[str, str], artifacts: str) -> 
     server = [*mlflow, "server", "--app-name", "basic-auth", "--host", "127.0.0.1"]
     server += ["--port", str(port), "--artifacts-destination", artifacts, "--workers", "1"]
     url = f"http://127.0.0.1:{port}/health"
-    return launch(server, env, root / "mlflow.log", ready_url=url, name="MLflow server")
+    return launch(server, env, root / "mlflow.log", ready_url=url, name="the MLflow server")
 
 
 def launch(command: list[str], env: dict[str, str], log: Path, ready_url: str, name: str) -> Pid:
