@@ -27,7 +27,7 @@ import mlflow
 import pandas as pd
 import psutil
 import requests
-from mlflow.entities import RunStatus
+from mlflow.entities import RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -496,12 +496,19 @@ def retrain_run(parent_id: str, best: dict[str, Any]) -> Iterator[None]:
 def log_study_summary(
     parent_id: str, figures: dict[str, Any], trials: pd.DataFrame, best: dict[str, Any]
 ) -> None:
-    """Optuna's plots as images, the trials table, and the best trial, on the parent run."""
+    """Optuna's plots as images, the trials table, and the best trial, on the parent run.
+
+    Every worker of the study writes this when it finishes, so each write replaces the last:
+    the table is written as text, not with log_table, which appends to a table already there (a
+    row per trial per worker) and rewrites a run tag; and the tags go in one log_batch, which
+    MLflow retries when another worker inserts the same tag at once (set_tag fails instead).
+    """
     client = mlflow.MlflowClient()
     for name, figure in figures.items():
         client.log_figure(parent_id, figure, f"plots/{name}.png")
-    client.log_table(parent_id, trials, "trials.json")
+    table = trials.to_json(orient="split", index=False, date_format="iso")  # log_table's format
+    client.log_text(parent_id, table, "trials.json")
     client.log_text(parent_id, trials.to_csv(index=False), "trials.csv")
     client.log_dict(parent_id, best, "best.json")
-    client.set_tag(parent_id, "best_value", str(best["value"]))
-    client.set_tag(parent_id, "best_trial", str(best["trial"]))
+    tags = {"best_value": str(best["value"]), "best_trial": str(best["trial"])}
+    client.log_batch(parent_id, tags=[RunTag(key, value) for key, value in tags.items()])

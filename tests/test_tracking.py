@@ -6,6 +6,7 @@ import subprocess
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 import config
@@ -137,3 +138,18 @@ def test_flatten_names_keys_as_in_params_yaml():
         "a.b.1.c": 2,
         "d": None,
     }
+
+
+def test_each_worker_s_study_summary_replaces_the_last_on_the_parent_run():
+    """Every worker of a study logs the summary when it finishes: the parent run must hold the
+    last one, not the rows of each appended (MLflow's log_table appends)."""
+    parent = mlflow.MlflowClient().create_run(tracking.experiment_id("study")).info.run_id
+    values = [0.90, 0.91, 0.92]
+    for seen in (2, 3):  # the first worker to finish saw 2 trials done, the second 3
+        table = pd.DataFrame({"number": range(seen), "value": values[:seen]})
+        best = {"trial": seen - 1, "value": values[seen - 1], "params": {}}
+        tracking.log_study_summary(parent, {}, table, best)
+    logged = mlflow.artifacts.load_dict(f"runs:/{parent}/trials.json")
+    assert logged == {"columns": ["number", "value"], "data": [[0, 0.9], [1, 0.91], [2, 0.92]]}
+    tags = mlflow.get_run(parent).data.tags
+    assert (tags["best_trial"], tags["best_value"]) == ("2", "0.92")
