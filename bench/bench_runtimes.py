@@ -23,7 +23,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +41,7 @@ import config
 import data
 import model
 import provenance
+from bench_serving import best_of, timed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 CHUNK = 2048  # served_model.CHUNK
@@ -99,21 +99,13 @@ def chunked(predict: Predict, images: np.ndarray) -> np.ndarray:
 
 
 def images_per_s(predict: Predict, images: np.ndarray, passes: int = 5) -> int:
-    chunked(predict, images)  # warm-up
-    best = min(timed(lambda: chunked(predict, images)) for _ in range(passes))
-    return round(len(images) / best)
+    return round(len(images) / best_of(passes, lambda: chunked(predict, images)))
 
 
 def one_image_p50_ms(predict: Predict, images: np.ndarray, calls: int = 300) -> float:
     predict(images[:1])
     latencies = [timed(lambda i=i: predict(images[i : i + 1])) * 1000 for i in range(calls)]
     return round(statistics.median(latencies), 3)
-
-
-def timed(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def measure(predict: Predict, test: data.Split, baseline: np.ndarray) -> dict[str, float]:
