@@ -59,6 +59,11 @@ def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
             f"cannot open the study storage {tracking.masked(url)}: {cause}; start the "
             f"database, or fix --storage / tune.storage"
         ) from err
+    except ImportError as err:  # SQLAlchemy found no driver for the URL's database
+        raise PipelineError(
+            f"no database driver for the study storage {tracking.masked(url)}: for PostgreSQL "
+            f"run `uv sync --extra team`; else install the SQLAlchemy driver for that database"
+        ) from err
 
 
 def trial_id(rdb: RDBStorage, study: optuna.Study, number: int) -> int:

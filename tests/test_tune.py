@@ -324,6 +324,7 @@ def test_an_unreachable_mlflow_server_fails_before_any_study_exists(tune_project
 
 
 def test_a_database_that_is_down_fails_the_tuner_at_once_with_one_masked_line(tune_project):
+    pytest.importorskip("psycopg", reason="PostgreSQL's driver comes with `uv sync --extra team`")
     url = f"postgresql://team:hunter2@127.0.0.1:{free_port()}/optuna"  # nothing listens there
     result = run_stage(tune_project, "tune", args=["--storage", url])
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -331,6 +332,15 @@ def test_a_database_that_is_down_fails_the_tuner_at_once_with_one_masked_line(tu
     assert line.startswith(f"error: cannot open the study storage {url.replace('hunter2', '***')}")
     assert "Connection refused" in line and "hunter2" not in result.stdout + line
     assert mlflow_runs() == []  # no study run was opened
+
+
+def test_a_storage_without_its_driver_names_the_install_in_one_masked_line(tune_project):
+    url = "mysql://team:hunter2@127.0.0.1/optuna"  # MySQL's driver is not in the lock
+    result = run_stage(tune_project, "tune", args=["--storage", url])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no database driver for the study storage mysql://team:***@")
+    assert "uv sync --extra team" in line and "hunter2" not in result.stdout + line
 
 
 def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
