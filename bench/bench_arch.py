@@ -17,15 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # quiets TensorFlow before it loads
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
-import config
-import data
-import files
 import provenance
-import training
+from common import files
+from ml import config, data, runtime, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arch.json"
 BOTH_DOUBLE = ["train.model.blocks.0.kernel_size=3", "train.model.blocks.0.convs=2"]

@@ -27,18 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import keras
 
-import config
-import data
 import provenance
-import training
 from bench_train import TestClock
-from errors import exit_on_error
+from ml import config, data, runtime, training
 
 TARGETS = {"seconds_per_epoch": 0.5, "test_accuracy": 0.994, "seconds_to_99": 12.0}
 
@@ -159,7 +156,6 @@ def summary_line(r: dict[str, object]) -> str:
     )
 
 
-@exit_on_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mnist", type=Path, required=True, help="folder of the four .gz files")
@@ -191,4 +187,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -30,13 +30,18 @@ BASELINE = "051fcc8"
 # Runs inside either tree: training.fit where it exists, the train stage's fit before it did.
 TIMER = """
 import json, sys
-import runtime, config
-try:
-    import training as loop
-except ImportError:
-    import train as loop
+try:  # src/ in packages
+    from common.paths import PROCESSED_DIR
+    from ml import config, runtime, training as loop
+except ImportError:  # src/ flat, before 2026-12
+    import runtime, config
+    PROCESSED_DIR = config.PROCESSED_DIR
+    try:
+        import training as loop
+    except ImportError:
+        import train as loop
 params = config.load()
-splits, scaling = loop.load_inputs(config.PROCESSED_DIR)
+splits, scaling = loop.load_inputs(PROCESSED_DIR)
 recipe = params.train.model_copy(update={"epochs": int(sys.argv[1])})
 fitted = loop.fit(splits, recipe, params.seed, scaling, runtime.configure(), verbose=0)
 print(json.dumps({"seconds": fitted.history["seconds"].tolist(),

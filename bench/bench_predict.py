@@ -4,8 +4,8 @@
     uv run python bench/bench_predict.py --per-family 100 --baseline 080c4ba
 
 Builds image files from the first N MNIST *test* digits (the model never trained on them) with
-each family of bench/photos.py, converts them with this checkout's src/imaging.py and with the
-baseline commit's, and predicts both with models/model.keras. Writes
+each family of bench/photos.py, converts them with this checkout's src/inference/imaging.py and
+with the baseline commit's, and predicts both with models/model.keras. Writes
 bench/results/predict.json and a contact sheet, bench/results/predict_sheet.png: per family,
 the input file and the 28x28 image the model saw.
 """
@@ -26,14 +26,15 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # noqa: I001  (first: quiets TensorFlow's start-up logging)
+from common import bootstrap
 
-import config
-import data
-import imaging
-import model
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
+
 import photos
 import provenance
+from common import paths
+from inference import imaging
+from ml import data, model, runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Converter = Callable[[Path], np.ndarray]
@@ -102,16 +103,18 @@ def main() -> None:
     args = parser.parse_args()
     origin = provenance.record()  # before the contact sheet is written: it is a tracked file
     runtime.configure()
-    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     digits, labels = test.x[: args.per_family, ..., 0], test.y[: args.per_family]
-    cnn = model.load(config.MODEL_FILE)
+    cnn = model.load(paths.MODEL_FILE)
     families, rows = {}, []
     with tempfile.TemporaryDirectory() as scratch:
         old = baseline_converter(args.baseline, Path(scratch))
         for index, name in enumerate(photos.FAMILIES):
-            paths = photos.write_family(name, digits, Path(scratch) / str(index), args.seed + index)
-            new_images, new_refused = convert_all(imaging.to_mnist, paths)
-            old_images, old_refused = convert_all(old, paths)
+            family_files = photos.write_family(
+                name, digits, Path(scratch) / str(index), args.seed + index
+            )
+            new_images, new_refused = convert_all(imaging.to_mnist, family_files)
+            old_images, old_refused = convert_all(old, family_files)
             families[name] = {
                 "accuracy": accuracy(cnn, new_images, labels),
                 "refused": new_refused,
@@ -119,7 +122,7 @@ def main() -> None:
                 "baseline_refused": old_refused,
             }
             print(f"{name:22} {json.dumps(families[name])}", flush=True)
-            rows.append((name, paths[0], new_images[0]))
+            rows.append((name, family_files[0], new_images[0]))
         RESULTS.mkdir(exist_ok=True)
         contact_sheet(rows, RESULTS / "predict_sheet.png")
     results = {

@@ -31,17 +31,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # first: quiets TensorFlow's start-up logging
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import keras
 
-import config
-import data
-import model
 import provenance
 from bench_serving import best_of, timed
+from common import paths
+from ml import data, model, runtime
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtimes.json"
 CHUNK = 2048  # served_model.CHUNK
@@ -121,9 +120,9 @@ def measure(predict: Predict, test: data.Split, baseline: np.ndarray) -> dict[st
 
 def main() -> None:
     runtime.configure()
-    cnn = model.load(config.MODEL_FILE)
-    test = data.load_split(config.PROCESSED_DIR / "test.npz")
-    val = data.load_split(config.PROCESSED_DIR / "val.npz")
+    cnn = model.load(paths.MODEL_FILE)
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
+    val = data.load_split(paths.PROCESSED_DIR / "val.npz")
     runtimes = {"keras_predict_on_batch": lambda images: np.asarray(cnn.predict_on_batch(images))}
     runtimes["keras_predict_on_batch"](test.x[:1])  # a Keras model must have run to be exported
     runtimes |= openvino_runtimes(cnn, val.x[:CALIBRATION_IMAGES])
@@ -135,7 +134,7 @@ def main() -> None:
         figures["images_per_s_vs_keras"] = round(figures["images_per_s"] / keras_rate, 2)
     results = {
         "command": "python bench/bench_runtimes.py",
-        "model": str(config.MODEL_FILE.relative_to(config.ROOT)),
+        "model": str(paths.MODEL_FILE.relative_to(paths.ROOT)),
         "runtimes": measured,
         **provenance.record(),
     }

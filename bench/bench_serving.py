@@ -30,22 +30,20 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import config
-import data
-import local_servers
-import model
 import provenance
-import registry
-import tracking
-from errors import PipelineError
+from common import paths
+from common.errors import PipelineError
+from ml import config, data, model
+from team import local_servers
+from tracking import models, registry, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 
 
 def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
     """Images per second of each way to predict a batch (see the module docstring)."""
-    logged = registry.load_model(uri)
-    cnn = model.load(config.MODEL_FILE)
+    logged = models.load_model(uri)
+    cnn = model.load(paths.MODEL_FILE)
     ways = {
         "logged_model_pyfunc": lambda: logged.predict(images),
         "keras_predict_on_batch": lambda: [
@@ -71,7 +69,7 @@ def servers(uri: str) -> dict[str, Callable[[int], list[str]]]:
     """The two ways to serve, as commands for a port: MLflow's own and the guarded one."""
     mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri]
     mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p"]
-    serve_py = [sys.executable, str(config.ROOT / "src" / "serve.py"), "--model", uri, "--port"]
+    serve_py = [sys.executable, str(paths.ROOT / "src" / "serve.py"), "--model", uri, "--port"]
     return {
         "mlflow models serve": lambda port: [*mlflow_serve, str(port)],
         "src/serve.py": lambda port: [*serve_py, str(port)],
@@ -84,7 +82,7 @@ def served_latency(
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
+        "MLFLOW_TRACKING_URI": store.tracking_uri(),
     }
     port = (
         local_servers.free_port()
@@ -124,7 +122,7 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
 def direct_latency(images: np.ndarray, calls: int = 200) -> dict[str, float]:
     """One image per `predict_on_batch` call in this process: what serving adds is the rest."""
-    cnn = model.load(config.MODEL_FILE)
+    cnn = model.load(paths.MODEL_FILE)
     cnn.predict_on_batch(images[:1])
     return percentiles(
         [timed(lambda i=i: cnn.predict_on_batch(images[i : i + 1])) * 1000 for i in range(calls)]
@@ -134,7 +132,7 @@ def direct_latency(images: np.ndarray, calls: int = 200) -> dict[str, float]:
 def main() -> None:
     params = config.load()
     uri = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
-    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     rows = test.x.reshape(len(test), -1)
     results = {
         "command": "python bench/bench_serving.py",

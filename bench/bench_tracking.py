@@ -24,17 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # quiets TensorFlow before it loads
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
-import config
-import data
-import model
 import provenance
-import tracking
 import train
-import training
+from common import paths
+from ml import config, data, model, runtime, training
+from tracking import lineage, logs, pipeline_run, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tracking.json"
 
@@ -59,7 +57,7 @@ class Stopwatch:
             self.seconds += time.perf_counter() - start
 
 
-class TimedEpochMetrics(tracking.EpochMetrics):
+class TimedEpochMetrics(logs.EpochMetrics):
     def __init__(self, watch: Stopwatch) -> None:
         super().__init__()
         self.watch = watch
@@ -74,9 +72,9 @@ def tracked(params: config.Params, out: Path, device: runtime.Device) -> float:
     watch = Stopwatch()
     splits, scaling = training.load_inputs()
     arch, _ = model.resolve(params.train.preset, params.train.model)
-    digest = watch(data.digest_dir, config.PROCESSED_DIR)
-    tags = watch(tracking.lineage, params, digest, arch, "CPU")
-    run = tracking.pipeline_run(params, tags)
+    digest = watch(data.digest_dir, paths.PROCESSED_DIR)
+    tags = watch(lineage.lineage, params, digest, arch, "CPU")
+    run = pipeline_run.pipeline_run(params, tags)
     run_id = watch(run.__enter__)
     watch(train.track_inputs, splits, digest)
     fitted = training.fit(
@@ -89,10 +87,10 @@ def tracked(params: config.Params, out: Path, device: runtime.Device) -> float:
         verbose=0,
     )
     train.save_outputs(fitted, out / "model.keras", out)
-    watch(tracking.log_training_summary, fitted.seconds, fitted.model.count_params())
-    watch(tracking.log_files, [out / "curves.png", out / "history.csv"], "train")
+    watch(logs.log_training_summary, fitted.seconds, fitted.model.count_params())
+    watch(logs.log_files, [out / "curves.png", out / "history.csv"], "train")
     watch(run.__exit__, None, None, None)
-    watch(tracking.save_run_file, run_id, out / "run.json")
+    watch(pipeline_run.save_run_file, run_id, out / "run.json")
     return watch.seconds
 
 
@@ -107,8 +105,8 @@ def main() -> None:
     inside: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        tracking.connect(tracking.tracking_uri())  # the store exists before timing, as in use
-        tracking.experiment_id(params.tracking.experiment)
+        store.connect(store.tracking_uri())  # the store exists before timing, as in use
+        store.experiment_id(params.tracking.experiment)
         for _ in range(args.repeats):
             for name, work in (("untracked", untracked), ("tracked", tracked)):
                 start = time.perf_counter()

@@ -28,17 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # quiets TensorFlow before it loads
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import keras
 
-import config
-import data
-import model
 import provenance
-import training
+from common import paths
+from ml import config, data, model, runtime, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 TARGET = 0.99
@@ -111,8 +109,8 @@ def recipe(preset: str, base: config.TrainParams) -> config.TrainParams:
 def repro_seconds() -> float:
     """Time `dvc repro` in a fresh clone of HEAD: empty data/, local mirror, as a new user."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["git", "clone", "-q", str(config.ROOT), tmp], check=True)
-        env = {**os.environ, "MNIST_MIRROR": str(config.ROOT.parent / "shared" / "mnist")}
+        subprocess.run(["git", "clone", "-q", str(paths.ROOT), tmp], check=True)
+        env = {**os.environ, "MNIST_MIRROR": str(paths.ROOT.parent / "shared" / "mnist")}
         start = time.perf_counter()
         subprocess.run(["dvc", "repro"], cwd=tmp, env=env, check=True, capture_output=True)
         return round(time.perf_counter() - start, 1)
@@ -124,7 +122,7 @@ def main() -> None:
     parts = set(parser.parse_args().part or ["speed", "seeds", "ours", "repro"])
     params = config.load()
     splits, scaling = training.load_inputs()
-    test = data.load_split(config.PROCESSED_DIR / "test.npz")
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     device = runtime.configure()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results |= provenance.record()  # this run's, over an earlier part's: see "measured_at"

@@ -23,35 +23,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import runtime  # noqa: F401  (imported first: quiets TensorFlow before it loads)
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import optuna
 
-import config
-import data
 import provenance
-import search
-import tracking
-import training
-from search_progress import SearchProgress
+from ml import config, data, training
+from tracking import store
+from tuning import objective, pruning, runs
+from tuning.progress import SearchProgress, TrialReport
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
 PRUNERS = [name for name in config.PRUNERS if name != "none"]
 
 
 def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: float) -> dict:
-    parent = tracking.study_run("bench-tune", f"bench-{pruner}", "memory")
+    parent = runs.study_run("bench-tune", f"bench-{pruner}", "memory")
     study = optuna.create_study(
         direction="maximize",
-        pruner=search.pruner(pruner),
+        pruner=pruning.pruner(pruner),
         sampler=optuna.samplers.TPESampler(seed=0),
     )
     progress = SearchProgress(n_trials=1000, timeout_s=budget_s)
-    objective = search.Objective(splits, scaling, parent, config.load(), progress=progress)
+    trainer = objective.Objective(splits, scaling, parent, config.load(), progress=progress)
     start = time.perf_counter()
-    study.optimize(objective, timeout=budget_s, callbacks=[search.TrialReport(parent, progress)])
+    study.optimize(trainer, timeout=budget_s, callbacks=[TrialReport(parent, progress)])
     hours = (time.perf_counter() - start) * (os.cpu_count() or 1) / 3600
     states = [t.state.name for t in study.trials]
     return {
@@ -131,7 +129,7 @@ def main() -> None:
     splits = data.Splits(data.Split(full.train.x[:n], full.train.y[:n]), full.val)
     results = {"budget_s_per_arm": args.budget_s, "train_images": n, **provenance.record()}
     with tempfile.TemporaryDirectory() as tmp:
-        tracking.connect(f"sqlite:///{tmp}/mlflow.db")
+        store.connect(f"sqlite:///{tmp}/mlflow.db")
         for pruner in [*args.pruner, "none"]:
             print(f"--- pruner: {pruner}", flush=True)
             results[pruner] = arm(pruner, splits, scaling, args.budget_s)

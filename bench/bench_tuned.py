@@ -27,9 +27,8 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import config
-import files
 import provenance
+from common import files, paths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tuned.json"
 STUDY = "bench-tuned"
@@ -46,7 +45,7 @@ def run(clone: Path, *args: str) -> None:
 
 
 def mirror() -> str:
-    return os.environ.get("MNIST_MIRROR") or str(config.ROOT.parent / "shared" / "mnist")
+    return os.environ.get("MNIST_MIRROR") or str(paths.ROOT.parent / "shared" / "mnist")
 
 
 def search(clone: Path, budget_s: float) -> dict:
@@ -74,9 +73,9 @@ def trials(clone: Path) -> dict:
 
 def retrained(clone: Path, seconds: float) -> dict:
     def metrics(reports: Path) -> dict:
-        return json.loads((clone / reports.relative_to(config.ROOT) / "metrics.json").read_text())
+        return json.loads((clone / reports.relative_to(paths.ROOT) / "metrics.json").read_text())
 
-    train_metrics, eval_metrics = metrics(config.TRAIN_REPORTS), metrics(config.EVAL_REPORTS)
+    train_metrics, eval_metrics = metrics(paths.TRAIN_REPORTS), metrics(paths.EVAL_REPORTS)
     return {
         "val_accuracy": train_metrics["val_accuracy"],
         "test_accuracy": eval_metrics["test_accuracy"],
@@ -90,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp)
-        subprocess.run(["git", "clone", "-q", str(config.ROOT), tmp], check=True)
+        subprocess.run(["git", "clone", "-q", str(paths.ROOT), tmp], check=True)
         run(clone, "dvc", "repro", "preprocess")
         result = {**provenance.record(), "budget_s": args.budget_s}
         result["search"] = search(clone, args.budget_s) | trials(clone)

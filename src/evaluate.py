@@ -7,9 +7,9 @@ CNN's filters and feature maps for one test digit.
 
 from __future__ import annotations
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
 
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,15 +21,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-import config
-import data
-import feature_maps
-import files
-import model
-import plots
-import registry
-import tracking
-from errors import exit_on_error
+from common import files, paths
+from inference import feature_maps
+from ml import config, data, model, plots, runtime
+from tracking import logs, models, pipeline_run, registry, store
 
 
 @dataclass(frozen=True)
@@ -110,17 +105,17 @@ def write_reports(
 
 def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Params) -> str:
     """Log test metrics, tables, figures and the model; register it; apply the alias policy."""
-    test_file = config.PROCESSED_DIR / "test.npz"
+    test_file = paths.PROCESSED_DIR / "test.npz"
     digest = data.sha256(test_file.read_bytes())
-    tracking.log_dataset(test, "mnist-test", test_file, "testing", digest)
-    tracking.log_metrics(ev.metrics)
-    tracking.log_table(ev.per_digit(), "eval/per_digit.json")
+    logs.log_dataset(test, "mnist-test", test_file, "testing", digest)
+    logs.log_metrics(ev.metrics)
+    logs.log_table(ev.per_digit(), "eval/per_digit.json")
     confusion = pd.DataFrame(ev.confusion(), columns=[f"pred_{d}" for d in range(10)])
-    tracking.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
-    report = config.EVAL_REPORTS
-    tracking.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
+    logs.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
+    report = paths.EVAL_REPORTS
+    logs.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     name = params.tracking.registered_model
-    version = registry.log_and_register(cnn, test.x[:8], name)
+    version = models.log_and_register(cnn, test.x[:8], name)
     accuracy = ev.metrics["test_accuracy"]
     decision = registry.apply_registry_policy(
         name, version, accuracy, params.tracking.champion_floor
@@ -128,25 +123,24 @@ def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Par
     return f"registered {name} version {version}; {decision.describe()}"
 
 
-@exit_on_error
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
     runtime.configure()
-    cnn = model.load(config.MODEL_FILE)
-    test = data.load_split(config.PROCESSED_DIR / "test.npz")
-    with tracking.resumed_run() as run_id:
+    cnn = model.load(paths.MODEL_FILE)
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
+    with pipeline_run.resumed_run() as run_id:
         ev = evaluate(cnn, test)
-        write_reports(cnn, test, ev, params.evaluate.gallery_size, config.EVAL_REPORTS)
+        write_reports(cnn, test, ev, params.evaluate.gallery_size, paths.EVAL_REPORTS)
         registered = track(cnn, test, ev, params)
     scores = ev.metrics
     print(
         f"test accuracy {scores['test_accuracy']:.4f}, macro F1 {scores['test_macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
-        f"-> {config.EVAL_REPORTS.relative_to(config.ROOT)}/"
+        f"-> {paths.EVAL_REPORTS.relative_to(paths.ROOT)}/"
     )
     print(registered)
-    print(f"runs compared: {tracking.runs_page(run_id)}")
+    print(f"runs compared: {store.runs_page(run_id)}")
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -9,9 +9,9 @@ python src/predict.py --explain digit.png  # also draws what the CNN computed: r
 
 from __future__ import annotations
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
 
 import argparse
 import json
@@ -24,26 +24,22 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import config
-import feature_maps
-import files
-import imaging
-import model
-import plots
-import registry
-from errors import as_pipeline_error
+from common import files, paths
+from inference import feature_maps, imaging
+from ml import config, model, plots, runtime
+from tracking import models, registry
 
-EXPLAIN_DIR = config.ROOT / "reports" / "explain"
+EXPLAIN_DIR = paths.EXPLAIN_DIR
 Answer = np.ndarray | imaging.ImageError  # per file: its image or probabilities, or why not
 
 
-def load(uri: str) -> tuple[registry.LoadedModel, str | None]:
+def load(uri: str) -> tuple[models.LoadedModel, str | None]:
     """The model and its registry version: a .keras file loads directly (no version); anything
     else is an MLflow model URI."""
     if uri.endswith(".keras"):
         cnn = model.load(Path(uri))
-        return registry.LoadedModel(lambda batch: cnn.predict(batch, verbose=0), cnn), None
-    return registry.load_model(uri), registry.resolved_version(uri)
+        return models.LoadedModel(lambda batch: cnn.predict(batch, verbose=0), cnn), None
+    return models.load_model(uri), models.resolved_version(uri)
 
 
 def read_images(paths: list[Path]) -> list[Answer]:
@@ -58,18 +54,7 @@ def read_images(paths: list[Path]) -> list[Answer]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0 when every file was predicted, 1 when any was not (or nothing could be)."""
-    try:
-        return predict(argv)
-    except Exception as err:
-        known = as_pipeline_error(err)
-        if known is None:
-            raise
-        print(f"error: {known}", file=sys.stderr)
-        return 1
-
-
-def predict(argv: list[str] | None) -> int:
+    """Exit status 0 when every file was predicted, 1 when any was not."""
     params = config.load()
     default = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -83,6 +68,7 @@ def predict(argv: list[str] | None) -> int:
         f"({shown(EXPLAIN_DIR)}/<image name>.png)",
     )
     args = parser.parse_args(argv)
+    runtime.configure()
     images = read_images(args.images)
     good = [image for image in images if isinstance(image, np.ndarray)]
     loaded, version = load(args.model)
@@ -165,5 +151,4 @@ def as_json(report: Report) -> None:
 
 
 if __name__ == "__main__":
-    runtime.configure()
-    sys.exit(main())
+    bootstrap.run(main)

@@ -7,18 +7,19 @@ all feed raw 0-255 pixels and can never disagree about normalisation.
 
 from __future__ import annotations
 
+from common import bootstrap
+
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
+
 from pathlib import Path
 
 import numpy as np
 
-import config
-import data
-import files
-import plots
-from errors import exit_on_error
+from common import files, paths
+from ml import config, data, plots
 
-SAMPLES_PNG = config.PREPROCESS_REPORTS / "samples.png"
-SUMMARY_JSON = config.PREPROCESS_REPORTS / "summary.json"
+SAMPLES_PNG = paths.PREPROCESS_REPORTS / "samples.png"
+SUMMARY_JSON = paths.PREPROCESS_REPORTS / "summary.json"
 
 
 def summarize(splits: dict[str, data.Split]) -> dict[str, dict[str, int]]:
@@ -36,14 +37,13 @@ def write_outputs(splits: dict[str, data.Split], scale: dict[str, float], out_di
     files.write_json(out_dir / "scaling.json", scale)
 
 
-@exit_on_error
 def main() -> None:
     params = config.load()
-    full = data.read_pair(config.RAW_DIR, "train")
-    test = data.read_pair(config.RAW_DIR, "t10k")
+    full = data.read_pair(paths.RAW_DIR, "train")
+    test = data.read_pair(paths.RAW_DIR, "t10k")
     carved = data.carve_validation(full, params.preprocess.val_size, params.seed)
     splits = {"train": carved.train, "val": carved.val, "test": test}
-    write_outputs(splits, data.scaling(carved.train, params.preprocess.scale), config.PROCESSED_DIR)
+    write_outputs(splits, data.scaling(carved.train, params.preprocess.scale), paths.PROCESSED_DIR)
     summary = summarize(splits)
     files.write_json(SUMMARY_JSON, summary)
     files.save_figure(
@@ -51,9 +51,9 @@ def main() -> None:
     )
     print(
         " ".join(f"{name}={counts['total']}" for name, counts in summary.items()),
-        f"-> {config.PROCESSED_DIR.relative_to(config.ROOT)}/",
+        f"-> {paths.PROCESSED_DIR.relative_to(paths.ROOT)}/",
     )
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -10,25 +10,23 @@ over --max-body-mb, or JSON that does not parse each get a short 4xx, never the 
 
 from __future__ import annotations
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
 
 import argparse
 
 import uvicorn
 
-import config
-import registry
-from errors import exit_on_error
-from request_guards import RequestGuards
+from inference.request_guards import RequestGuards
+from ml import config, runtime
+from tracking import models, registry
 
 # Sized to the largest request the model takes: 10,000 images (served_model.MAX_IMAGES) of
 # 784 pixels at up to 7 bytes each ("[255], " in the (N, 28, 28, 1) form) are ~55 MB of JSON.
 MAX_BODY_MB = 64
 
 
-@exit_on_error
 def main() -> None:
     params = config.load()
     default = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
@@ -39,11 +37,11 @@ def main() -> None:
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_MB, help="request size cap")
     args = parser.parse_args()
     runtime.configure()
-    app = RequestGuards(registry.scoring_app(args.model), int(args.max_body_mb * 1_000_000))
-    version = registry.resolved_version(args.model)
+    app = RequestGuards(models.scoring_app(args.model), int(args.max_body_mb * 1_000_000))
+    version = models.resolved_version(args.model)
     print(f"serving {args.model}" + (f" (version {version})" if version else ""), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -5,20 +5,15 @@ The training loop itself is training.fit, which the tuner and the benchmarks sha
 
 from __future__ import annotations
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
 
 from pathlib import Path
 
-import config
-import data
-import files
-import model
-import plots
-import tracking
-import training
-from errors import exit_on_error
+from common import files, paths
+from ml import config, data, model, plots, runtime, training
+from tracking import lineage, logs, pipeline_run, store
 
 
 def save_outputs(fitted: training.Fitted, model_file: Path, report_dir: Path) -> None:
@@ -34,21 +29,20 @@ def save_outputs(fitted: training.Fitted, model_file: Path, report_dir: Path) ->
 def track_inputs(splits: data.Splits, digest: str) -> None:
     for name, split in (("train", splits.train), ("val", splits.val)):
         context = "training" if name == "train" else "validation"
-        source = config.PROCESSED_DIR / f"{name}.npz"
-        tracking.log_dataset(split, f"mnist-{name}", source, context, digest)
-    tracking.log_files(sorted(config.PREPROCESS_REPORTS.glob("*")), "preprocess")
+        source = paths.PROCESSED_DIR / f"{name}.npz"
+        logs.log_dataset(split, f"mnist-{name}", source, context, digest)
+    logs.log_files(sorted(paths.PREPROCESS_REPORTS.glob("*")), "preprocess")
 
 
-@exit_on_error
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
     splits, scaling = training.load_inputs()
     device = runtime.configure(params.train.precision)
     arch, _ = model.resolve(params.train.preset, params.train.model)
-    digest = data.digest_dir(config.PROCESSED_DIR)
-    tags = tracking.lineage(params, digest, arch, device.describe())
-    with tracking.pipeline_run(params, tags) as run_id:
-        print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
+    digest = data.digest_dir(paths.PROCESSED_DIR)
+    tags = lineage.lineage(params, digest, arch, device.describe())
+    with pipeline_run.pipeline_run(params, tags) as run_id:
+        print(f"MLflow run {run_id} in {store.tracking_uri()}")
         print(
             f"training on {device.describe()}: {len(splits.train)} images, "
             f"validating on {len(splits.val)}"
@@ -60,21 +54,21 @@ def main() -> None:
             params.seed,
             scaling,
             device,
-            callbacks=[tracking.EpochMetrics()],
+            callbacks=[logs.EpochMetrics()],
             verbose=2,
         )
-        save_outputs(fitted, config.MODEL_FILE, config.TRAIN_REPORTS)
-        tracking.log_training_summary(fitted.seconds, fitted.model.count_params())
-        report = config.TRAIN_REPORTS
-        tracking.log_files([report / "curves.png", report / "history.csv"], "train")
-    tracking.save_run_file(run_id)
+        save_outputs(fitted, paths.MODEL_FILE, paths.TRAIN_REPORTS)
+        logs.log_training_summary(fitted.seconds, fitted.model.count_params())
+        report = paths.TRAIN_REPORTS
+        logs.log_files([report / "curves.png", report / "history.csv"], "train")
+    pipeline_run.save_run_file(run_id)
     final = fitted.final()
     print(
         f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
         f"epoch{'s' if final['epochs'] != 1 else ''} ({fitted.seconds:.0f} s) "
-        f"-> {config.MODEL_FILE.relative_to(config.ROOT)}"
+        f"-> {paths.MODEL_FILE.relative_to(paths.ROOT)}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -15,13 +15,17 @@ study's best so far.
 
 from __future__ import annotations
 
+from common import bootstrap
+
+bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
+
 import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import config
-from errors import PipelineError, exit_on_error
+from common.errors import PipelineError
+from ml import config
 
 # What -S may change: the search (tune.*), where its runs go (tracking.*), and what every trial
 # trains with (train.*, seed). Trials reuse the preprocessed data, so other sections are the
@@ -90,7 +94,6 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in named.items() if value is not None}
 
 
-@exit_on_error
 def main() -> None:
     args = parse_args(sys.argv[1:])
     overrides = config.given_overrides(args.set)
@@ -103,7 +106,7 @@ def main() -> None:
         )
     params = config.load(overrides=overrides, values=flag_values(args))
     # Imported only now: TensorFlow takes seconds to load, and --help or a bad flag need not wait.
-    import search
+    from tuning import search
 
     if acting:
         search.act_on_best(params, apply=args.apply, register=args.register)
@@ -112,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

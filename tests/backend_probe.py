@@ -14,17 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-import runtime  # first: quiets the backends' start-up logging before keras loads them
+from common import bootstrap
 
-# isort: split
+bootstrap.start(__name__)  # first: quiets the backends as they load
 
-import keras
-import numpy as np
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-import config
-import data
-import training
-from mnist_fakes import synthetic_digits
+from ml import config, data, runtime, training  # noqa: E402
+from mnist_fakes import synthetic_digits  # noqa: E402
 
 UNIT = {"scale": 1 / 255, "offset": 0.0}
 

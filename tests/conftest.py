@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from local_servers import free_port
 from mnist_fakes import write_raw
+from team.local_servers import free_port
+from tracking import store
 
 REPO = Path(__file__).resolve().parent.parent
 # Real MNIST for the predict and slow tests: $MNIST_MIRROR when it names a local directory (the
@@ -36,13 +37,12 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     process (connected here, so no test inherits the last test's store) and in subprocesses."""
     # Imported here, not at the top: pytest-xdist's controller runs no test and should not load
     # TensorFlow, whose start-up lines would end up in the test report.
-    import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
     (tmp_path / "mlruns-store").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    tracking.connect(uri)
+    store.connect(uri)
     yield uri
     # mlflow.set_experiment exports the id for subprocesses: left set, it would send the next
     # test's runs into this test's experiment id (and `mlflow run` refuses it beside a name).

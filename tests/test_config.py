@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-import config
 from conftest import REPO, run_stage, update_params
+from ml import config
 
 
 def test_the_repository_params_yaml_is_valid():

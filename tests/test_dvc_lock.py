@@ -7,6 +7,7 @@ commit dvc.lock with the change.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,15 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-import config
+from common import paths
+
+SRC = paths.ROOT / "src"
 
 FIX = "run `dvc repro` and commit dvc.lock with the change"
 
 
 def load(name: str) -> dict[str, Any]:
-    return YAML(typ="safe").load((config.ROOT / name).read_text())
+    return YAML(typ="safe").load((paths.ROOT / name).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_every_locked_source_file_has_the_hash_in_the_lock(locked):
         f"{name}: {dep['path']}"
         for name, stage in locked.items()
         for dep in stage["deps"]
-        if dep["path"].startswith("src/") and md5(config.ROOT / dep["path"]) != dep["md5"]
+        if dep["path"].startswith("src/") and md5(paths.ROOT / dep["path"]) != dep["md5"]
     ]
     assert not stale, f"dvc.lock is stale for {', '.join(stale)}: {FIX}"
 
@@ -55,6 +58,43 @@ def test_every_locked_param_has_its_value_in_params_yaml(locked):
         if lookup(params, key) != value
     ]
     assert not stale, f"dvc.lock holds other values for {', '.join(stale)}: {FIX}"
+
+
+def test_every_stage_depends_on_each_project_module_it_imports():
+    """A module a stage imports but dvc.yaml does not list: editing it would not rerun the stage,
+    and its outputs would silently be stale."""
+    for name, stage in load("dvc.yaml")["stages"].items():
+        script = SRC / f"{name}.py"
+        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        missing = {f"src/{p.relative_to(SRC)}" for p in imported(script)} - declared
+        assert not missing, f"{name}: add {sorted(missing)} to its deps in dvc.yaml"
+
+
+def imported(script: Path, seen: set[Path] | None = None) -> set[Path]:
+    """The project's modules `script` imports, directly or through others (not those imported
+    only for type checking)."""
+    seen = set() if seen is None else seen
+    for node in runtime_nodes(ast.parse(script.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        for module in names:
+            path = SRC / f"{module.replace('.', '/')}.py"
+            if path.is_file() and path not in seen:
+                seen.add(path)
+                imported(path, seen)
+    return seen
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node, except the bodies of `if TYPE_CHECKING:` blocks."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from runtime_nodes(node)
 
 
 def md5(path: Path) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import evaluate
-import plots
+from ml import plots
 
 
 @pytest.fixture

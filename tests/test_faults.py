@@ -20,16 +20,12 @@ import psutil
 import pytest
 from PIL import Image
 
-import config
-import data
-import fetch
-import files
-import model
 import predict
-import tracking
-import training
+from common import files
+from common.errors import PipelineError
 from conftest import run_stage, serving, update_params
-from errors import PipelineError
+from ml import config, data, download, model, training
+from tracking import pipeline_run, store
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -74,10 +70,10 @@ def test_a_damaged_raw_file_is_replaced_by_fetch(tmp_path, mirror):
     raw = tmp_path / "raw"
     shutil.copytree(directory, raw)
     damage(raw / "train-images-idx3-ubyte.gz")
-    limits = fetch.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
-    fetch.fetch_all([fetch.Source(str(directory))], raw, digests, 0, limits)
+    limits = download.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
+    download.fetch_all([download.Source(str(directory))], raw, digests, 0, limits)
     for name, digest in digests.items():
-        assert fetch.is_valid(raw / f"{name}.gz", name, digest)
+        assert download.is_valid(raw / f"{name}.gz", name, digest)
 
 
 def test_preprocess_names_a_damaged_raw_file_and_writes_nothing(raw_project):
@@ -171,11 +167,11 @@ def test_predict_bounds_the_image_size_and_still_predicts_the_other_files(tmp_pa
     assert out.splitlines()[1].startswith(f"{tmp_path / 'one.png'}: ") and TRACEBACK not in err
 
 
-def test_predict_names_a_damaged_model(tmp_path, capsys):
+def test_predict_names_a_damaged_model(tmp_path):
     (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 truncated")
     digit_png(tmp_path / "x.png")
-    assert predict.main([str(tmp_path / "x.png"), "--model", str(tmp_path / "bad.keras")]) == 1
-    assert "bad.keras: not a Keras model file" in capsys.readouterr().err
+    with pytest.raises(PipelineError, match=r"bad\.keras: not a Keras model file"):
+        predict.main([str(tmp_path / "x.png"), "--model", str(tmp_path / "bad.keras")])
 
 
 def test_predict_names_a_broken_params_file(project, tmp_path):
@@ -191,7 +187,7 @@ def test_predict_names_a_broken_params_file(project, tmp_path):
 def test_a_locked_tracking_store_is_one_line_naming_the_store_and_the_fix(
     processed_project, mlflow_store
 ):
-    tracking.experiment_id("mnist-cnn")  # the store exists, with its tables
+    store.experiment_id("mnist-cnn")  # the store exists, with its tables
     holder = sqlite3.connect(mlflow_store.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # what a crashed or busy writer leaves
     try:
@@ -238,20 +234,20 @@ def test_a_server_failing_its_api_is_one_line_and_no_model(processed_project, fa
 def test_tracking_calls_ride_out_a_restart_but_give_up_sooner_than_mlflows_defaults(
     monkeypatch, mlflow_store
 ):
-    for name in tracking.HTTP_DEFAULTS:
+    for name in store.HTTP_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # a user's own choice is kept
-    tracking.connect(mlflow_store)
+    store.connect(mlflow_store)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "6"
     assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "2"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 
 def test_passwords_in_store_urls_are_masked():
-    assert tracking.masked("postgresql://bob:s3cret@db:5432/optuna") == (
+    assert store.masked("postgresql://bob:s3cret@db:5432/optuna") == (
         "postgresql://bob:***@db:5432/optuna"
     )
-    assert tracking.masked("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert store.masked("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 # --- killed stages ---
@@ -292,12 +288,12 @@ def killed_process() -> str:
 
 def test_the_next_run_ends_the_run_of_a_killed_process(processed_project):
     """SIGKILL cannot be caught: the run stays RUNNING until the next stage's run starts."""
-    experiment = tracking.experiment_id("mnist-cnn")
+    experiment = store.experiment_id("mnist-cnn")
     client = mlflow.MlflowClient()
-    orphan = client.create_run(experiment, tags={tracking.OWNER_TAG: killed_process()})
+    orphan = client.create_run(experiment, tags={pipeline_run.OWNER_TAG: killed_process()})
     study = client.create_run(experiment)  # not a pipeline run (no owner): never touched
     params = config.load(processed_project / "params.yaml")
-    with tracking.pipeline_run(params, {}) as live_id:
+    with pipeline_run.pipeline_run(params, {}) as live_id:
         assert mlflow.get_run(orphan.info.run_id).info.status == "KILLED"
         assert mlflow.get_run(live_id).info.status == "RUNNING"  # this process is alive
     assert mlflow.get_run(study.info.run_id).info.status == "RUNNING"

@@ -10,10 +10,8 @@ import pytest
 from matplotlib.image import AxesImage
 from scipy import signal
 
-import config
-import feature_maps
-import model
-import plots
+from inference import feature_maps
+from ml import config, model, plots
 
 DIGIT = np.zeros((28, 28, 1), np.uint8)
 DIGIT[6:22, 12:16] = 255  # a "1"

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fetch
 from conftest import closed_port_url, run_stage, serving, update_params
+from ml import download
 from mnist_fakes import idx_bytes
 
-LIMITS = fetch.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
+LIMITS = download.Limits(timeout_s=5, deadline_s=60, min_rate_bps=0)
 
 
 def fetch_into(
-    dest: Path, locations: list[str], digests: dict[str, str], limits: fetch.Limits = LIMITS
+    dest: Path, locations: list[str], digests: dict[str, str], limits: download.Limits = LIMITS
 ) -> None:
-    fetch.fetch_all([fetch.Source(loc) for loc in locations], dest, digests, 1, limits)
+    download.fetch_all([download.Source(loc) for loc in locations], dest, digests, 1, limits)
 
 
 def test_fetch_copies_every_file_from_a_local_mirror(tmp_path, mirror):
@@ -59,7 +59,7 @@ def test_fetch_replaces_a_corrupt_local_file(tmp_path, mirror):
     raw.mkdir()
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"<html>404</html>")
     fetch_into(raw, [str(directory)], digests)
-    assert fetch.is_valid(
+    assert download.is_valid(
         raw / "t10k-labels-idx1-ubyte.gz",
         "t10k-labels-idx1-ubyte",
         digests["t10k-labels-idx1-ubyte"],
@@ -69,7 +69,7 @@ def test_fetch_replaces_a_corrupt_local_file(tmp_path, mirror):
 def test_fetch_rejects_wrong_digest_and_keeps_no_file(tmp_path, mirror):
     directory, digests = mirror
     wrong = dict(digests, **{"train-labels-idx1-ubyte": "0" * 64})
-    with pytest.raises(fetch.FetchError) as err:
+    with pytest.raises(download.FetchError) as err:
         fetch_into(tmp_path / "raw", [str(directory)], wrong)
     message = str(err.value)
     assert "train-labels-idx1-ubyte.gz" in message
@@ -82,7 +82,7 @@ def test_fetch_rejects_truncated_gzip(tmp_path, mirror):
     directory, digests = mirror
     path = directory / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(fetch.FetchError, match="not a complete gzip file"):
+    with pytest.raises(download.FetchError, match="not a complete gzip file"):
         fetch_into(tmp_path / "raw", [str(directory)], digests)
     assert not (tmp_path / "raw" / "train-images-idx3-ubyte.gz").exists()
 
@@ -90,7 +90,7 @@ def test_fetch_rejects_truncated_gzip(tmp_path, mirror):
 def test_fetch_rejects_an_empty_file(tmp_path, mirror):
     directory, digests = mirror
     (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b""))
-    with pytest.raises(fetch.FetchError, match=r"wrong IDX magic \(empty\)"):
+    with pytest.raises(download.FetchError, match=r"wrong IDX magic \(empty\)"):
         fetch_into(tmp_path / "raw", [str(directory)], digests)
 
 
@@ -98,7 +98,7 @@ def test_fetch_rejects_wrong_idx_magic(tmp_path, mirror):
     directory, digests = mirror
     labels_as_images = idx_bytes(np.zeros((10, 28, 28), dtype=np.uint8))
     (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels_as_images))
-    with pytest.raises(fetch.FetchError, match="wrong IDX magic 00000803, expected 00000801"):
+    with pytest.raises(download.FetchError, match="wrong IDX magic 00000803, expected 00000801"):
         fetch_into(tmp_path / "raw", [str(directory)], digests)
 
 
@@ -106,14 +106,14 @@ def test_fetch_rejects_idx_shorter_than_its_header_promises(tmp_path, mirror):
     directory, digests = mirror
     raw = gzip.decompress((directory / "t10k-images-idx3-ubyte.gz").read_bytes())
     (directory / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-784]))
-    with pytest.raises(fetch.FetchError, match="but its IDX header promises"):
+    with pytest.raises(download.FetchError, match="but its IDX header promises"):
         fetch_into(tmp_path / "raw", [str(directory)], digests)
 
 
 def test_mnist_mirror_env_comes_before_the_configured_mirrors():
-    sources = fetch.sources_from({"MNIST_MIRROR": "/mnt/mnist"}, ["https://a/", "https://b/"])
+    sources = download.sources_from({"MNIST_MIRROR": "/mnt/mnist"}, ["https://a/", "https://b/"])
     assert [s.location for s in sources] == ["/mnt/mnist", "https://a/", "https://b/"]
-    assert [s.location for s in fetch.sources_from({}, ["https://a/"])] == ["https://a/"]
+    assert [s.location for s in download.sources_from({}, ["https://a/"])] == ["https://a/"]
 
 
 def test_fetch_cli_names_every_source_and_the_fix_when_nothing_is_reachable(project):
@@ -139,7 +139,7 @@ def test_a_damaged_deflate_stream_is_rejected_and_the_next_source_used(tmp_path,
         (damaged / path.name).write_bytes(bytes(blob))
     fetch_into(tmp_path / "raw", [str(damaged), str(directory)], digests)
     for name in digests:
-        assert fetch.is_valid(tmp_path / "raw" / f"{name}.gz", name, digests[name])
+        assert download.is_valid(tmp_path / "raw" / f"{name}.gz", name, digests[name])
 
 
 TRICKLED = np.random.default_rng(0).bytes(64_000)  # incompressible: it arrives in many pieces
@@ -181,20 +181,22 @@ def trickling_mirror(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_download_past_its_deadline_is_given_up(trickling_mirror):
-    limits = fetch.Limits(timeout_s=5, deadline_s=30, min_rate_bps=0, clock=SteppingClock(10))
-    with pytest.raises(fetch.FetchError, match=r"past the 30 s deadline \(fetch.deadline_s\)"):
-        fetch.Source(trickling_mirror).get("any.gz", fetch.make_session(0), limits)
+    limits = download.Limits(timeout_s=5, deadline_s=30, min_rate_bps=0, clock=SteppingClock(10))
+    with pytest.raises(download.FetchError, match=r"past the 30 s deadline \(fetch.deadline_s\)"):
+        download.Source(trickling_mirror).get("any.gz", download.make_session(0), limits)
 
 
 def test_a_mirror_below_the_minimum_rate_is_given_up(trickling_mirror):
-    limits = fetch.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1e6, clock=SteppingClock(10))
-    with pytest.raises(fetch.FetchError, match=r"bytes/s after 10 s, below fetch.min_rate_bps"):
-        fetch.Source(trickling_mirror).get("any.gz", fetch.make_session(0), limits)
+    limits = download.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1e6, clock=SteppingClock(10))
+    with pytest.raises(download.FetchError, match=r"bytes/s after 10 s, below fetch.min_rate_bps"):
+        download.Source(trickling_mirror).get("any.gz", download.make_session(0), limits)
 
 
 def test_within_its_limits_the_same_slow_mirror_is_used(trickling_mirror):
-    limits = fetch.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1, clock=SteppingClock(1))
-    assert fetch.Source(trickling_mirror).get("any", fetch.make_session(0), limits) == TRICKLED
+    limits = download.Limits(timeout_s=5, deadline_s=1e9, min_rate_bps=1, clock=SteppingClock(1))
+    assert (
+        download.Source(trickling_mirror).get("any", download.make_session(0), limits) == TRICKLED
+    )
 
 
 def test_a_short_download_is_reported_as_that_sources_own_error(tmp_path, mirror):
@@ -211,7 +213,7 @@ def test_a_short_download_is_reported_as_that_sources_own_error(tmp_path, mirror
             pass
 
     name = "t10k-labels-idx1-ubyte"
-    with serving(Short) as short, pytest.raises(fetch.FetchError) as err:
+    with serving(Short) as short, pytest.raises(download.FetchError) as err:
         fetch_into(tmp_path / "raw", [short, str(tmp_path / "absent")], {name: mirror[1][name]})
     lines = str(err.value).splitlines()
     assert lines[1].startswith(f"  {short}: ") and "ChunkedEncodingError" in lines[1]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-import local_servers
+from common.errors import PipelineError
 from conftest import QuietHandler, closed_port_url, serving
-from errors import PipelineError
+from team import local_servers
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import mlflow
 import pytest
 import yaml
 
-import tracking
 from conftest import REPO, run_stage, venv_env
+from tracking import store
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def mlflow_run(project: Path, *options: str) -> subprocess.CompletedProcess[str]
 
 
 def the_run(experiment: str) -> mlflow.entities.Run:
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(store.tracking_uri())
     (run,) = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     assert run.info.status == "FINISHED"
     return run

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-import config
-import model
+from ml import config, model
 
 # Counted by hand from each seed document's layer list (see model.PRESETS).
 EXPECTED_PARAMS = {

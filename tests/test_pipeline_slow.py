@@ -11,9 +11,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-import data
 import predict
 from conftest import REPO, SHARED_MNIST, venv_env
+from ml import data
 from test_predict import as_user_png, photos
 
 pytestmark = pytest.mark.slow

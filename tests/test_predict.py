@@ -11,16 +11,16 @@ import pytest
 from PIL import Image
 from skimage import morphology
 
-import config
-import data
-import imaging
-import model
 import predict
+from common.errors import PipelineError
 from conftest import REPO, SHARED_MNIST
+from inference import imaging
+from ml import config, data, model
 from mnist_fakes import synthetic_digits
 
 sys.path.insert(0, str(REPO / "bench"))
 import photos
+from common import paths
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +149,11 @@ def test_explain_saves_one_figure_per_readable_image_without_overwriting(
 @pytest.mark.parametrize("family", list(photos.FAMILIES))
 def test_each_distortion_family_is_read_right_through_the_cli(tmp_path, capsys, family):
     """Real test digits drawn as each family, through predict.py's CLI with the trained model."""
-    if not config.MODEL_FILE.is_file():
+    if not paths.MODEL_FILE.is_file():
         pytest.skip("needs models/model.keras: run `dvc repro`")
     digits, labels = real_test_digits()
-    paths = photos.write_family(family, digits, tmp_path, seed=1)
-    status = predict.main(["--json", "--model", str(config.MODEL_FILE), *map(str, paths)])
+    files = photos.write_family(family, digits, tmp_path, seed=1)
+    status = predict.main(["--json", "--model", str(paths.MODEL_FILE), *map(str, files)])
     answers = json.loads(capsys.readouterr().out)["files"]
     right = sum(answer.get("digit") == label for answer, label in zip(answers, labels, strict=True))
     assert status == 0 and right >= len(labels) - 1, f"{right} of {len(labels)} right"
@@ -174,7 +174,7 @@ def test_two_digits_side_by_side_are_named_not_guessed(tmp_path):
         imaging.to_mnist(tmp_path / "pair.png")
 
 
-def test_predict_explains_a_missing_model(tmp_path, capsys):
+def test_predict_explains_a_missing_model(tmp_path):
     as_user_png(a_digit(), tmp_path / "good.png", (90, 90), dark_on_light=False)
-    assert predict.main([str(tmp_path / "good.png"), "--model", "models:/nothing@champion"]) == 1
-    assert "Run `dvc repro` to train and register one" in capsys.readouterr().err
+    with pytest.raises(PipelineError, match="Run `dvc repro` to train and register one"):
+        predict.main([str(tmp_path / "good.png"), "--model", "models:/nothing@champion"])

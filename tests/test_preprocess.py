@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import data
 from conftest import run_stage
+from ml import data
 from mnist_fakes import synthetic_digits
 
 

@@ -8,10 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-import config
-import model
-import registry
-import tracking
+from ml import config, model
+from tracking import models, registry, store
 
 ROUNDS = 20
 
@@ -33,14 +31,14 @@ def test_the_champion_is_the_best_judged_version_above_the_floor(scores, floor, 
 
 
 def test_registry_aliases_follow_the_policy_and_the_champion_predicts():
-    tracking.connect(tracking.tracking_uri())
+    store.connect(store.tracking_uri())
     mlflow.set_experiment("registry")
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)]))
     pixels = np.zeros((3, 28, 28, 1), dtype=np.uint8)
     champions = []
     for accuracy in (0.991, 0.990, 0.995):
         with mlflow.start_run():
-            version = registry.log_and_register(cnn, pixels, "digits")
+            version = models.log_and_register(cnn, pixels, "digits")
             decision = registry.apply_registry_policy("digits", version, accuracy, floor=0.99)
         champions.append(mlflow.MlflowClient().get_model_version_by_alias("digits", "champion"))
         assert decision.promote is (version != "2")
@@ -62,7 +60,7 @@ def bare_versions(name: str, count: int) -> list[str]:
 
 
 def test_a_rival_writing_between_our_read_and_write_cannot_leave_the_worse_champion():
-    tracking.connect(tracking.tracking_uri())
+    store.connect(store.tracking_uri())
     old, worse, better = bare_versions("race", 3)
     registry.apply_registry_policy("race", old, 0.9900, floor=0.99)
 
@@ -79,7 +77,7 @@ def test_a_rival_writing_between_our_read_and_write_cannot_leave_the_worse_champ
 
 def race_worker(uri: str, barrier, slot: int, accuracies: list[tuple[float, float]]) -> None:
     """One of two evaluations: in each round, wait for the other, then judge our version."""
-    tracking.connect(uri)
+    store.connect(uri)
     for round_number, pair in enumerate(accuracies):
         barrier.wait()
         version = str(2 + slot)  # version 1 is the old champion, 2 and 3 the racing models

@@ -8,11 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-import config
-import model
-import registry
-import tracking
-from served_model import MAX_IMAGES, RejectedInput, as_images
+from ml import config, model
+from tracking import models, registry, store
+from tracking.served_model import MAX_IMAGES, RejectedInput, as_images
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (3, 28, 28)).astype(np.uint8)
@@ -86,15 +84,15 @@ def test_the_message_survives_the_scoring_servers_rewrite():
 
 
 def test_logged_model_checks_and_predicts_like_the_keras_model(mlflow_store):
-    tracking.connect(mlflow_store)
+    store.connect(mlflow_store)
     mlflow.set_experiment("served")
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
     with mlflow.start_run():
-        version = registry.log_and_register(cnn, PIXELS[:2, ..., np.newaxis], "digits")
+        version = models.log_and_register(cnn, PIXELS[:2, ..., np.newaxis], "digits")
     registry.mark_challenger(mlflow.MlflowClient(), "digits", version, {})
-    assert registry.resolved_version("models:/digits@challenger") == version
-    assert registry.resolved_version(f"models:/digits/{version}") == version
-    assert registry.resolved_version("models:/digits@champion") is None  # no such alias yet
+    assert models.resolved_version("models:/digits@challenger") == version
+    assert models.resolved_version(f"models:/digits/{version}") == version
+    assert models.resolved_version("models:/digits@champion") is None  # no such alias yet
     loaded = mlflow.pyfunc.load_model(f"models:/digits/{version}")
     assert loaded.metadata.flavors.keys() == {"python_function"}
     probabilities = loaded.predict(PIXELS.reshape(3, 784))

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import requests
 
-import config
-import local_servers
-import model
-import registry
-import tracking
+from common import paths
+from common.errors import PipelineError
 from conftest import closed_port_url, venv_env
-from errors import PipelineError
+from ml import config, model
+from team import local_servers
+from tracking import models, registry, store
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ BAD_REQUESTS = {
 
 
 URI = "models:/digits@champion"
-SERVE_PY = str(config.ROOT / "src" / "serve.py")
+SERVE_PY = str(paths.ROOT / "src" / "serve.py")
 # Each way to serve, as the command for a port on 127.0.0.1.
 LAUNCHERS: dict[str, Callable[[str], list[str]]] = {
     "mlflow models serve": lambda port: [
@@ -56,20 +55,20 @@ LAUNCHERS: dict[str, Callable[[str], list[str]]] = {
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+def served_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tracking store with a small model registered as `digits@champion`."""
-    store = f"sqlite:///{tmp_path_factory.mktemp('served') / 'mlflow.db'}"
-    tracking.connect(store)
+    uri = f"sqlite:///{tmp_path_factory.mktemp('served') / 'mlflow.db'}"
+    store.connect(uri)
     mlflow.set_experiment("serving")
     cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
     with mlflow.start_run():
-        version = registry.log_and_register(cnn, IMAGE[..., np.newaxis].astype(np.uint8), "digits")
+        version = models.log_and_register(cnn, IMAGE[..., np.newaxis].astype(np.uint8), "digits")
         registry.apply_registry_policy("digits", version, 0.995, floor=0.99)
-    return store
+    return uri
 
 
 @pytest.fixture(scope="module")
-def served(store: str) -> Iterator[Callable[[str], str]]:
+def served(served_store: str) -> Iterator[Callable[[str], str]]:
     """Starts each launcher on 127.0.0.1 the first time a test asks; gives its base URL."""
     started: dict[str, tuple[str, subprocess.Popen]] = {}
 
@@ -78,7 +77,7 @@ def served(store: str) -> Iterator[Callable[[str], str]]:
             url = closed_port_url()
             process = subprocess.Popen(
                 LAUNCHERS[launcher](url.rsplit(":", 1)[1]),
-                env={**venv_env(), "MLFLOW_TRACKING_URI": store},
+                env={**venv_env(), "MLFLOW_TRACKING_URI": served_store},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,

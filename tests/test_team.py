@@ -21,9 +21,6 @@ import optuna
 import pytest
 import requests
 
-import local_servers
-import postgres_cluster
-import team_stack
 from conftest import (
     REPO,
     TINY_SPACE,
@@ -34,6 +31,8 @@ from conftest import (
     venv_env,
 )
 from mnist_fakes import synthetic_digits
+from team import local_servers, postgres_cluster
+from team import stack as team_stack
 from test_predict import as_user_png
 from test_serving import wait_until_ready
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch

@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import config
-import data
-import runtime
-import tracking
-import training
 from conftest import closed_port_url
+from ml import config, data, runtime, training
 from mnist_fakes import synthetic_digits
+from tracking import lineage, logs, pipeline_run, store
+from tuning import runs
 
 UNIT = {"scale": 1 / 255, "offset": 0.0}
 
@@ -37,15 +35,15 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
     params = config.load()
     tiny = params.train.model_copy(update={"epochs": 2, "batch_size": 32})
     device = runtime.configure()
-    tags = tracking.lineage(params, "d" * 64, "custom", device.describe())
-    with tracking.pipeline_run(params, tags):
+    tags = lineage.lineage(params, "d" * 64, "custom", device.describe())
+    with pipeline_run.pipeline_run(params, tags):
         training.fit(
             tiny_splits,
             tiny,
             0,
             UNIT,
             device,
-            callbacks=[tracking.EpochMetrics()],
+            callbacks=[logs.EpochMetrics()],
             verbose=0,
         )
     run = only_run(params.tracking.experiment)
@@ -76,11 +74,11 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
 
 def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
     params = config.load()
-    with tracking.pipeline_run(params, {}) as run_id:
+    with pipeline_run.pipeline_run(params, {}) as run_id:
         pass
-    tracking.save_run_file(run_id, tmp_path / "run.json")
-    with tracking.resumed_run(tmp_path / "run.json") as resumed:
-        tracking.log_metrics({"test_accuracy": 0.5})
+    pipeline_run.save_run_file(run_id, tmp_path / "run.json")
+    with pipeline_run.resumed_run(tmp_path / "run.json") as resumed:
+        logs.log_metrics({"test_accuracy": 0.5})
     assert resumed == run_id
     assert only_run(params.tracking.experiment).data.metrics["test_accuracy"] == 0.5
 
@@ -88,17 +86,17 @@ def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
 def test_under_dvc_exp_run_the_run_is_named_and_tagged_for_the_dvc_experiment(monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "bushy-pump")
     params = config.load()
-    with tracking.pipeline_run(params, tracking.lineage(params, "d" * 64, "custom", "CPU")):
+    with pipeline_run.pipeline_run(params, lineage.lineage(params, "d" * 64, "custom", "CPU")):
         pass
     run = only_run(params.tracking.experiment)
     assert run.info.run_name == "bushy-pump" and run.data.tags["dvc_experiment"] == "bushy-pump"
 
 
 def test_the_printed_ui_link_opens_the_runs_of_the_runs_experiment(mlflow_store):
-    tracking.connect(mlflow_store)
-    experiment = tracking.experiment_id("linked")
+    store.connect(mlflow_store)
+    experiment = store.experiment_id("linked")
     run = mlflow.MlflowClient().create_run(experiment)
-    page = tracking.runs_page(run.info.run_id)
+    page = store.runs_page(run.info.run_id)
     link = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
     assert page == f"`mlflow ui` in the repo root, then {link}"
 
@@ -113,27 +111,27 @@ def test_a_checkout_is_dirty_when_code_or_params_change_not_when_the_pipeline_wr
     subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
     (tmp_path / "reports" / "metrics.json").unlink()  # as DVC does before running a stage
     (tmp_path / "dvc.lock").write_text("2\n")  # as DVC does after each stage
-    assert tracking.git_state(tmp_path)["git_dirty"] == "false"
+    assert lineage.git_state(tmp_path)["git_dirty"] == "false"
     (tmp_path / "params.yaml").write_text("2\n")  # as `dvc exp run -S` does
-    assert tracking.git_state(tmp_path)["git_dirty"] == "true"
+    assert lineage.git_state(tmp_path)["git_dirty"] == "true"
 
 
 def test_artifacts_of_a_sqlite_store_live_beside_the_database(mlflow_store):
-    tracking.connect(mlflow_store)
-    exp = mlflow.get_experiment(tracking.experiment_id("beside"))
-    assert exp.artifact_location == tracking.artifact_root(mlflow_store)
+    store.connect(mlflow_store)
+    exp = mlflow.get_experiment(store.experiment_id("beside"))
+    assert exp.artifact_location == store.artifact_root(mlflow_store)
     assert exp.artifact_location.endswith("/mlruns-store/mlruns")
 
 
 def test_an_unreachable_tracking_server_fails_at_connect_with_the_uri_and_the_fix():
     url = closed_port_url()
-    with pytest.raises(tracking.TrackingError) as err:
-        tracking.connect(url)  # before any MLflow call, so none of its retries are waited out
+    with pytest.raises(store.TrackingError) as err:
+        store.connect(url)  # before any MLflow call, so none of its retries are waited out
     assert url in str(err.value) and "MLFLOW_TRACKING_URI" in str(err.value)
 
 
 def test_flatten_names_keys_as_in_params_yaml():
-    assert tracking.flatten({"a": {"b": [1, {"c": 2}]}, "d": None}) == {
+    assert lineage.flatten({"a": {"b": [1, {"c": 2}]}, "d": None}) == {
         "a.b.0": 1,
         "a.b.1.c": 2,
         "d": None,
@@ -143,12 +141,12 @@ def test_flatten_names_keys_as_in_params_yaml():
 def test_each_worker_s_study_summary_replaces_the_last_on_the_parent_run():
     """Every worker of a study logs the summary when it finishes: the parent run must hold the
     last one, not the rows of each appended (MLflow's log_table appends)."""
-    parent = mlflow.MlflowClient().create_run(tracking.experiment_id("study")).info.run_id
+    parent = mlflow.MlflowClient().create_run(store.experiment_id("study")).info.run_id
     values = [0.90, 0.91, 0.92]
     for seen in (2, 3):  # the first worker to finish saw 2 trials done, the second 3
         table = pd.DataFrame({"number": range(seen), "value": values[:seen]})
         best = {"trial": seen - 1, "value": values[seen - 1], "params": {}}
-        tracking.log_study_summary(parent, {}, table, best)
+        runs.log_study_summary(parent, {}, table, best)
     logged = mlflow.artifacts.load_dict(f"runs:/{parent}/trials.json")
     assert logged == {"columns": ["number", "value"], "data": [[0, 0.9], [1, 0.91], [2, 0.92]]}
     tags = mlflow.get_run(parent).data.tags

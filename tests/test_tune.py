@@ -18,27 +18,23 @@ import pytest
 import yaml
 from filelock import FileLock
 
-import config
-import data
-import errors
-import params_file
-import registry
-import search
-import studies
-import tracking
+from common import errors, paths
 from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune
+from ml import config, data, params_file
 from mnist_fakes import synthetic_digits
-from search_progress import SearchProgress
+from tracking import lineage, models, store
+from tuning import coordination, objective, pruning, runs, search, storage
+from tuning.progress import SearchProgress
 
 
 def study_in(project: Path, name: str = "mnist-cnn") -> optuna.Study:
     """The project's study, opened under the lock its workers hold while creating the tables."""
-    with FileLock(project / studies.STUDIES_LOCK.relative_to(config.ROOT)):
+    with FileLock(project / storage.STUDIES_LOCK.relative_to(paths.ROOT)):
         return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/optuna/studies.db")
 
 
 def mlflow_runs() -> list[mlflow.entities.Run]:
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(store.tracking_uri())
     return mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
 
 
@@ -84,7 +80,7 @@ def test_the_hint_to_apply_writes_that_studys_winner_without_searching(tune_proj
     assert applied.returncode == 0, applied.stderr[-3000:]
     assert len(study_in(tune_project, "quick").trials) == 2  # no trial ran
     params = config.load(tune_project / "params.yaml")
-    flat = tracking.flatten(params.model_dump(mode="json"))
+    flat = lineage.flatten(params.model_dump(mode="json"))
     best = study_in(tune_project, "quick").best_params
     assert {key: flat[key] for key in best} == best
     assert "run `dvc repro` to train it" in applied.stdout
@@ -103,12 +99,12 @@ def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
     images, labels = synthetic_digits(120, seed=2)
     x = images[..., np.newaxis]
     splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
-    parent = tracking.study_run("mnist-cnn", "pruning", "memory")
+    parent = runs.study_run("mnist-cnn", "pruning", "memory")
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01)
     )  # always
-    objective = search.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, config.load())
-    study.optimize(objective, n_trials=1)
+    trainer = objective.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, config.load())
+    study.optimize(trainer, n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     (child,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") == parent]
     assert child.data.tags["trial_state"] == "PRUNED" and child.info.status == "FINISHED"
@@ -117,20 +113,20 @@ def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
 def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
     """A pruner that would stop every trial stops it only up to the last prune epoch."""
     always = optuna.pruners.ThresholdPruner(lower=1.01)
-    study = optuna.create_study(pruner=search.EarlyOnly(always, search.LAST_PRUNE_EPOCH))
+    study = optuna.create_study(pruner=pruning.EarlyOnly(always, pruning.LAST_PRUNE_EPOCH))
     trial = study.ask()
     decisions = []
-    for step in range(1, search.LAST_PRUNE_EPOCH + 3):
+    for step in range(1, pruning.LAST_PRUNE_EPOCH + 3):
         trial.report(0.5, step)
         decisions.append(trial.should_prune())
-    assert decisions == [True] * search.LAST_PRUNE_EPOCH + [False, False]
-    built = [search.pruner(name) for name in config.PRUNERS]
-    assert built and all(isinstance(p, search.EarlyOnly) for p in built)
+    assert decisions == [True] * pruning.LAST_PRUNE_EPOCH + [False, False]
+    built = [pruning.pruner(name) for name in config.PRUNERS]
+    assert built and all(isinstance(p, pruning.EarlyOnly) for p in built)
 
 
 def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_ones():
     """The bar is the complete trials at the same epoch; pruned ones never lower it."""
-    study = optuna.create_study(direction="maximize", pruner=search.pruner("quartile"))
+    study = optuna.create_study(direction="maximize", pruner=pruning.pruner("quartile"))
     for curve in ([0.90, 0.95], [0.92, 0.96], [0.94, 0.97], [0.96, 0.98]):
         trial = study.ask()
         for step, value in enumerate(curve, start=1):
@@ -161,12 +157,12 @@ def test_trials_report_each_epoch_at_the_epochs_trained():
     images, labels = synthetic_digits(120, seed=3)
     x = images[..., np.newaxis]
     splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
-    parent = tracking.study_run("mnist-cnn", "steps", "memory")
+    parent = runs.study_run("mnist-cnn", "steps", "memory")
     tiny = "{train.epochs: {choices: [4]}, train.model.dense.0: {choices: [16]}}"
     params = config.load(overrides=[f"tune.space={tiny}"])
-    objective = search.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, params)
+    trainer = objective.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, params)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
-    study.optimize(objective, n_trials=1)
+    study.optimize(trainer, n_trials=1)
     assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4]
 
 
@@ -220,17 +216,19 @@ def test_ctrl_c_fails_the_running_trial_and_ends_the_study_run_killed(tune_proje
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
     tune_params = config.load().tune.model_copy(update={"grace_s": 10})
-    rdb = studies.storage(f"sqlite:///{tmp_path}/studies.db", tune_params)
+    rdb = storage.storage(f"sqlite:///{tmp_path}/studies.db", tune_params)
     study = optuna.create_study(study_name="orphans", storage=rdb, direction="maximize")
     study.ask()  # RUNNING, never signed in: its worker died before the trial began
-    studies.sign_in(rdb, study.ask())  # RUNNING and alive: Optuna's heartbeats watch this one
+    coordination.sign_in(rdb, study.ask())  # RUNNING and alive: Optuna's heartbeats watch this one
     now = datetime.datetime.now()
-    assert studies.fail_orphans(rdb, study, now) == []  # within the grace period: may be starting
+    assert (
+        coordination.fail_orphans(rdb, study, now) == []
+    )  # within the grace period: may be starting
     later = now + datetime.timedelta(seconds=11)
-    assert studies.fail_orphans(rdb, study, later) == [0]
+    assert coordination.fail_orphans(rdb, study, later) == [0]
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
     assert study.trials[2].system_attrs["failed_trial"] == 0  # the retry, queued once
-    assert studies.fail_orphans(rdb, study, later) == []
+    assert coordination.fail_orphans(rdb, study, later) == []
 
 
 def test_a_quick_search_fixes_train_values_and_register_retrains_its_winner(tune_project):
@@ -245,14 +243,14 @@ def test_a_quick_search_fixes_train_values_and_register_retrains_its_winner(tune
     registered = run_hint(tune_project, result.stdout, "--register")
     assert registered.returncode == 0, registered.stderr[-3000:]
     assert len(study_in(tune_project).trials) == 1  # no trial ran
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(store.tracking_uri())
     version = client.get_model_version_by_alias("mnist-cnn", "challenger")
     assert version.tags["source"] == "tune" and version.tags["trial"] == "0"
     # Retrained with the fixed epochs=1, deterministically on CPU: the trial's own score.
     assert float(version.tags["val_accuracy"]) == trial.value
     assert "champion" not in client.get_registered_model("mnist-cnn").aliases
     images = synthetic_digits(3, seed=5)[0][..., np.newaxis]
-    assert registry.load_model("models:/mnist-cnn@challenger").predict(images).shape == (3, 10)
+    assert models.load_model("models:/mnist-cnn@challenger").predict(images).shape == (3, 10)
 
 
 def test_apply_on_a_missing_study_fails_without_creating_it(tune_project):
@@ -296,11 +294,11 @@ def test_help_answers_without_loading_the_heavy_libraries():
 
 def test_a_worker_must_search_with_the_values_its_study_fixed():
     study = optuna.create_study(direction="maximize")
-    search.keep_fixed(study, {"train.epochs": 2})
-    search.keep_fixed(study, {"train.epochs": 2})  # the same: joins
+    coordination.keep_fixed(study, {"train.epochs": 2})
+    coordination.keep_fixed(study, {"train.epochs": 2})  # the same: joins
     refused = re.escape("-S train.epochs=2, this command with none")
     with pytest.raises(errors.PipelineError, match=refused):
-        search.keep_fixed(study, {})
+        coordination.keep_fixed(study, {})
 
 
 def test_progress_counts_trials_and_estimates_the_time_left_within_the_budget():
@@ -355,7 +353,7 @@ def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
     params_file.set_values(best, copy)
     before = yaml.safe_load((REPO / "params.yaml").read_text())
     after = yaml.safe_load(copy.read_text())
-    flat_before, flat_after = tracking.flatten(before), tracking.flatten(after)
+    flat_before, flat_after = lineage.flatten(before), lineage.flatten(after)
     changed = {k for k in flat_before if flat_before[k] != flat_after[k]}
     assert changed == set(best)
     assert all(flat_after[k] == v for k, v in best.items())
@@ -370,7 +368,7 @@ def test_apply_changes_exactly_the_tuned_keys_and_keeps_comments(tmp_path):
 def test_the_search_space_is_read_from_params():
     space = config.load(overrides=["tune.space={train.epochs: {choices: [3, 5]}}"]).tune.space
     trial = optuna.trial.FixedTrial({"train.epochs": 5})
-    assert search.suggest(trial, space) == {"train.epochs": 5}
+    assert objective.suggest(trial, space) == {"train.epochs": 5}
 
 
 def start_tune(project: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
@@ -398,17 +396,17 @@ def wait_for_first_epoch(worker: subprocess.Popen) -> None:
 def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path):
     """Workers on two machines share no file lock: only the study's creator makes the parent."""
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
-    creator, created = search.open_study("shared", rdb, "none", existing=False)
-    joiner, joined_too = search.open_study("shared", rdb, "none", existing=False)
+    creator, created = coordination.open_study("shared", rdb, "none", existing=False)
+    joiner, joined_too = coordination.open_study("shared", rdb, "none", existing=False)
     assert (created, joined_too) == (True, False)
     pauses = []
 
     def creator_finishes_while_the_joiner_waits(seconds: float) -> None:
         pauses.append(seconds)
         if len(pauses) == 2:
-            pauses.append(search.parent_run(creator, "mnist-cnn", rdb.url, created=True))
+            pauses.append(coordination.parent_run(creator, "mnist-cnn", rdb.url, created=True))
 
-    joiners = search.parent_run(
+    joiners = coordination.parent_run(
         joiner, "mnist-cnn", rdb.url, created=False, pause=creator_finishes_while_the_joiner_waits
     )
     assert joiners == pauses[2]  # the creator's run, which it made during the joiner's wait
@@ -417,12 +415,14 @@ def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path
 
 def test_a_joiner_whose_creator_never_records_a_parent_makes_it_after_waiting(tmp_path):
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
-    search.open_study("orphan", rdb, "none", existing=False)  # its creator died here
-    joiner, _ = search.open_study("orphan", rdb, "none", existing=False)
+    coordination.open_study("orphan", rdb, "none", existing=False)  # its creator died here
+    joiner, _ = coordination.open_study("orphan", rdb, "none", existing=False)
     pauses = []
-    parent = search.parent_run(joiner, "mnist-cnn", rdb.url, created=False, pause=pauses.append)
-    assert len(pauses) == search.PARENT_WAITS
-    assert joiner.user_attrs[search.PARENT_ATTR] == parent
+    parent = coordination.parent_run(
+        joiner, "mnist-cnn", rdb.url, created=False, pause=pauses.append
+    )
+    assert len(pauses) == coordination.PARENT_WAITS
+    assert joiner.user_attrs[coordination.PARENT_ATTR] == parent
     assert [r.info.run_name for r in mlflow_runs()] == ["study-orphan"]
 
 

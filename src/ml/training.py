@@ -14,11 +14,8 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-import config
-import data
-import files
-import model
-import runtime
+from common import files, paths
+from ml import config, data, model, runtime
 
 VAL_BATCH = 1024  # validation only runs the forward pass: big batches are cheaper per image
 
@@ -158,7 +155,7 @@ def fit(
     return Fitted(cnn, arch, pd.DataFrame(log.rows))
 
 
-def load_inputs(processed: Path = config.PROCESSED_DIR) -> tuple[data.Splits, dict[str, float]]:
+def load_inputs(processed: Path = paths.PROCESSED_DIR) -> tuple[data.Splits, dict[str, float]]:
     """The train and validation splits and the scaling the preprocess stage chose."""
     splits = data.Splits(
         train=data.load_split(processed / "train.npz"), val=data.load_split(processed / "val.npz")

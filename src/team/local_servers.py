@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from errors import PipelineError
+from common.errors import PipelineError
 
 START_TIMEOUT_S = 120.0  # the MLflow server creates its tables on a first start: ~20 s here
 STOP_TIMEOUT_S = 20.0

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure, SubFigure
 
 if TYPE_CHECKING:  # the figure draws arrays only; keras stays out of the stages that skip it
-    from feature_maps import CnnViews
+    from inference.feature_maps import CnnViews
 
 VIEW_COLUMNS = 16  # filters and maps per row in `cnn_views`
 MAPS_SHOWN = 32  # of a deeper conv layer: its most active maps, so the figure stays readable

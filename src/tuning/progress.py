@@ -8,6 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import optuna
+from optuna.trial import TrialState
+
+from tuning import runs, summary
+
 
 def clock_time(seconds: float) -> str:
     """0:04:05: short, and lines up in a column of them."""
@@ -49,3 +54,29 @@ class SearchProgress:
         status = f"{self.finished} of {self.n_trials} done, {clock_time(self.elapsed())} elapsed"
         left = self.left_s() or 0.0
         return f"{status}, about {clock_time(left)} left" if left else status
+
+
+class TrialReport:
+    """Optuna's callback after each trial: one line for the user, the best so far for MLflow."""
+
+    def __init__(self, parent_id: str, progress: SearchProgress) -> None:
+        self.parent_id, self.progress = parent_id, progress
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        best = summary.best_so_far(study)
+        # A pruned trial's value is its last epoch's, not a score to plot beside complete ones.
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        runs.log_trial_outcome(self.parent_id, trial.number, value, best and best.value)
+        if trial.state == TrialState.PRUNED:
+            outcome = f"PRUNED after epoch {trial.last_step}"
+        elif trial.value is not None:
+            outcome = f"COMPLETE val_accuracy {trial.value:.4f}"
+        else:
+            outcome = trial.state.name
+        leader = "" if best is None else f"; best {best.value:.4f} (trial {best.number})"
+        print(
+            f"trial {trial.number} {outcome} in {clock_time(seconds)}{leader}; "
+            f"{self.progress.trial_ended()}",
+            flush=True,
+        )

@@ -2,36 +2,21 @@
 
 `KERAS_BACKEND` picks tensorflow (the default), jax or torch. `configure()` finds the devices,
 makes CPU runs deterministic, and on GPU sets memory growth, mixed precision, data parallelism
-over several GPUs and XLA. Call it once per process, before building any model. Import this
-module before keras: it quiets the backends' start-up logging, which must be set before they load.
+over several GPUs and XLA. Call it once per process, before building any model. What the
+backends read from the environment when they load (quiet logging, JAX's GPU memory) is set by
+the bootstrap, before they load.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from pathlib import Path
-
-import native_stderr
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ start-up noise
-# What that setting misses (see native_stderr), for the project's own commands (src/*.py run as
-# scripts); a test runner or notebook importing this module keeps its stderr as it is.
-if (
-    Path(getattr(sys.modules["__main__"], "__file__", "")).resolve().parent
-    == Path(__file__).resolve().parent
-):
-    native_stderr.filter_lines()
-# JAX's counterpart of TF's memory growth: take GPU memory as needed, not 75% of it up front.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import keras
 
-from errors import PipelineError
+from common.errors import PipelineError
 
 # float32 on GPU too: for this small CNN, mixed_float16 was no faster on an H200 (JAX: 0.459 s per
 # epoch against 0.455) and compiled longer (11.2 s against 8.4; bench/README.md): its casts cost

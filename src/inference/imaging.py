@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import filters, measure, morphology, transform
 
-from errors import PipelineError
+from common.errors import PipelineError
 
 BOX, CANVAS = 20, 28
 # A 50-megapixel photo decodes to 200 MB of float32 here; a larger "image" is more likely a

@@ -8,8 +8,8 @@ from typing import IO, Any
 
 from ruamel.yaml import YAML
 
-import config
-import files
+from common import files, paths
+from ml import config
 
 
 def round_trip_yaml() -> YAML:
@@ -21,7 +21,7 @@ def round_trip_yaml() -> YAML:
     return yaml
 
 
-def set_values(values: Mapping[str, Any], path: Path = config.PARAMS_FILE) -> None:
+def set_values(values: Mapping[str, Any], path: Path = paths.PARAMS_FILE) -> None:
     """Set each dotted key (as `-S` names them) in params.yaml; an invalid result is refused
     and params.yaml is left as it was."""
     yaml = round_trip_yaml()

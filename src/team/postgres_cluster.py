@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from errors import PipelineError
+from common.errors import PipelineError
 
 USER = "team"
 SERVICE_ACCOUNT = "postgres"  # PostgreSQL refuses to run as root; Debian's package makes this one

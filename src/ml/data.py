@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-import files
-from errors import PipelineError
+from common import files
+from common.errors import PipelineError
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10

@@ -1,4 +1,4 @@
-"""Typed, validated params.yaml and the project's paths.
+"""Typed, validated params.yaml.
 
 Every stage loads its section through `load()`, so a misspelled key, a wrong type or an
 out-of-range value fails before any work starts, with the key's dotted name in the message.
@@ -14,22 +14,8 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from errors import PipelineError
-
-ROOT = Path(__file__).resolve().parent.parent
-PARAMS_FILE = ROOT / "params.yaml"
-RAW_DIR = ROOT / "data" / "raw"
-PROCESSED_DIR = ROOT / "data" / "processed"
-MODELS_DIR = ROOT / "models"
-REPORTS_DIR = ROOT / "reports"
-# Every artifact a stage hands to another, defined once (dvc.yaml names the same files).
-MODEL_FILE = MODELS_DIR / "model.keras"
-RUN_FILE = MODELS_DIR / "mlflow_run.json"  # the MLflow run that evaluate resumes
-PREPROCESS_REPORTS = REPORTS_DIR / "preprocess"
-TRAIN_REPORTS = REPORTS_DIR / "train"
-EVAL_REPORTS = REPORTS_DIR / "eval"
-TUNE_REPORTS = REPORTS_DIR / "tune"
-BEST_PARAMS_FILE = TUNE_REPORTS / "best_params.yaml"  # tune.py's winner, for --apply
+from common import paths
+from common.errors import PipelineError
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -180,7 +166,7 @@ class ParamsError(PipelineError):
 
 
 def load(
-    path: Path = PARAMS_FILE,
+    path: Path = paths.PARAMS_FILE,
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
 ) -> Params:

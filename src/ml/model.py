@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from config import Augment, ConvBlock, ModelSpec
-from errors import PipelineError
+from common.errors import PipelineError
+from ml.config import Augment, ConvBlock, ModelSpec
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10

@@ -1,0 +1,147 @@
+"""Where MLflow runs go and how to reach the store: the tracking URI, connecting with a check of
+the server and the account, experiments, the UI link, and store failures as one line.
+
+Every printed or logged URI goes through `masked`: a password never leaves the process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import requests
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
+
+from common import paths
+from common.errors import PipelineError, translator
+
+# MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
+# minutes) and waits 120 s on a silent one. A server that is down when a stage starts is caught
+# in seconds by connect(); once a run is under way, 6 retries (about 2 minutes of backoff) ride
+# out a server restart, and a longer outage fails the stage sooner. Set these variables to
+# choose otherwise.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+# What to do about the store failures a user can fix, by a phrase of MLflow's message.
+STORE_FIXES = {
+    "database is locked": "another process holds a write lock on it; retry when it is done",
+    "readonly database": "make the database file and its folder writable for this user",
+    "unable to open database": "check that the database's folder exists and is writable",
+    "API request": "the server failed the request; check the server's log",
+}
+# MLflow's UI (3.17) opens every experiment on its GenAI pages unless the user picks "Model
+# training" (remembered by the browser) or the URL asks for it; the experiment's own
+# mlflow.experimentKind tag does not change that. Links the stages print ask for it.
+UI_RUNS_QUERY = "workflowType=machine_learning"
+# mlflow ui's address when it serves the embedded store.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+class TrackingError(PipelineError):
+    """The tracking store cannot be reached or used; the message says which URI and how to fix."""
+
+
+def masked(uri: str) -> str:
+    """The URI without its password: postgresql://user:***@host/db."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@translator
+def store_failure(err: Exception) -> TrackingError | None:
+    """An MLflow or database error, as one line with the store and what to do."""
+    if not isinstance(err, MlflowException | SQLAlchemyError):
+        return None
+    message = str(err.message if isinstance(err, MlflowException) else err)
+    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    fix = next(
+        (fix for phrase, fix in STORE_FIXES.items() if phrase in message),
+        "check MLFLOW_TRACKING_URI, or unset it to log to mlflow.db in the repo",
+    )
+    return TrackingError(f"MLflow store {masked(mlflow.get_tracking_uri())}: {first[:300]}; {fix}")
+
+
+def store_root() -> Path:
+    """The repo root even inside `dvc exp run --temp` workspaces (DVC points DVC_ROOT at it)."""
+    return Path(os.environ.get("DVC_ROOT", paths.ROOT)).resolve()
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (a team server), else sqlite:///<repo>/mlflow.db, which `mlflow ui`
+    reads when started in the repo root. Absolute, so every working directory logs to one store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def connect(uri: str) -> None:
+    """Use `uri`; fail in seconds, not after MLflow's minutes of retries, if a server is down."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            raise TrackingError(
+                f"MLflow tracking server {masked(uri)} does not answer ({type(err).__name__}). "
+                f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
+                f"the repo."
+            ) from err
+        check_credentials(uri)
+    mlflow.set_tracking_uri(uri)
+
+
+def check_credentials(uri: str) -> None:
+    """A server with authentication turns a missing or wrong account away on the first call: say
+    so now, once, rather than as MLflow's error halfway through a stage."""
+    account = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+    answer = requests.get(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        auth=account if all(account) else None,
+        timeout=5,
+    )
+    if answer.status_code in (401, 403):
+        given = "were refused" if all(account) else "are not set"
+        raise TrackingError(
+            f"MLflow tracking server {masked(uri)} requires an account (HTTP "
+            f"{answer.status_code}): the credentials {given}; set MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD to an account on it"
+        )
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store go to mlruns/ beside the .db file, whatever the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+    return None  # a server decides for itself
+
+
+def experiment_id(name: str) -> str:
+    """The experiment's id, creating it (with an absolute artifact location) if it is new."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root(mlflow.get_tracking_uri())
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def runs_page(run_id: str) -> str:
+    """Where to compare the run with the others: the team server's page listing its experiment,
+    or, for the embedded store, that page as `mlflow ui` started in the repo root serves it."""
+    uri = mlflow.get_tracking_uri()
+    served = uri.startswith(("http://", "https://"))
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    page = f"{masked(uri.rstrip('/') if served else LOCAL_UI)}/#/experiments/{experiment}/runs"
+    link = f"{page}?{UI_RUNS_QUERY}"
+    return link if served else f"`mlflow ui` in the repo root, then {link}"

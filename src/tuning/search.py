@@ -1,0 +1,144 @@
+"""The Optuna search behind tune.py: this worker's share of a study, then its winner and what to
+do with it (--apply writes it into params.yaml, --register retrains and registers it).
+
+Every trial trains on the training split and is scored by validation accuracy; the test split is
+never read. The default storage is a SQLite file with a 60 s lock timeout and heartbeats
+(tuning.storage), so workers started in several terminals share one study, and a killed worker's
+trial is failed and retried once (tuning.coordination).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import keras
+import optuna
+from optuna.storages import RDBStorage
+
+from common import files, paths
+from ml import config, params_file, training
+from tracking import models, store
+from tuning import coordination, objective, runs, summary
+from tuning.progress import SearchProgress, TrialReport, clock_time
+
+STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
+
+
+def quiet_optuna() -> None:
+    """Each finished trial is reported once, by TrialReport: Optuna's own INFO line would repeat
+    it, and its WARNING for a failed trial is a traceback of an error the bootstrap reports in one
+    line (or, for a bug, with the traceback anyway). Optuna calls the heartbeats, their retries
+    and its matplotlib plots experimental; the tuner relies on them. Optuna sets its log level
+    when it loads, so this is a call, made as a search starts."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def register_best(
+    trainer: objective.Objective, study: str, best: dict[str, Any], name: str
+) -> None:
+    """Retrain the best trial's params (same seed: on CPU, the same weights) and register the
+    model as `challenger`; tuning never reads the test set, so `champion` is evaluate's call."""
+    print(f"retraining trial {best['trial']} of study {study} to register it ...", flush=True)
+    params = config.load(values=best["params"])
+    keras.backend.clear_session()
+    with runs.retrain_run(trainer.parent_id, best):
+        fitted = trainer.fit(params)
+        val = fitted.final()["val_accuracy"]
+        tags = {"study": study, "trial": best["trial"], "trial_val_accuracy": best["value"]}
+        version = models.register_challenger(
+            fitted.model, trainer.splits.val.x[:5], name, tags | {"val_accuracy": val}
+        )
+    print(
+        f"registered {name} version {version} as challenger: val_accuracy {val:.4f} "
+        f"(the trial's: {best['value']:.4f})"
+    )
+
+
+def search(params: config.Params, fixed: dict[str, Any]) -> None:
+    """Run this worker's share of the study, then log and print its winner and what to do next."""
+    quiet_optuna()
+    store.connect(store.tracking_uri())  # a dead server fails here, before a study exists
+    splits, scaling = training.load_inputs()
+    tune = params.tune
+    study, rdb, parent_id, created = coordination.joined(params, existing=False)
+    coordination.keep_fixed(study, fixed)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=coordination.sampler_seed(tune.seed, study, created)
+    )
+    progress = SearchProgress(tune.n_trials, tune.timeout_s)
+    trainer = objective.Objective(splits, scaling, parent_id, params, fixed, rdb, progress)
+    callbacks: list[Any] = [TrialReport(parent_id, progress)]
+    if tune.max_trials:
+        callbacks.append(optuna.study.MaxTrialsCallback(tune.max_trials))
+    announce(study, rdb, tune, list(trainer.space), fixed)
+    # Ctrl-C: Optuna fails the running trial, the parent run ends KILLED, and exit_on_error
+    # says that rerunning the command resumes the study.
+    with runs.searching(parent_id, lambda: coordination.still_running(study)):
+        study.optimize(
+            trainer,
+            n_trials=tune.n_trials,
+            timeout=tune.timeout_s,
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
+    best = summary.best_of(study)
+    runs.log_study_summary(parent_id, summary.figures(study), study.trials_dataframe(), best)
+    with files.atomic_path(paths.BEST_PARAMS_FILE) as tmp, tmp.open("w") as handle:
+        params_file.dump(best, handle)
+    print(f"best: trial {best['trial']}, val_accuracy {best['value']:.4f}")
+    for key, value in best["params"].items():
+        print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"written to {paths.BEST_PARAMS_FILE.relative_to(paths.ROOT)}; next:")
+    study_flags = flags(tune)
+    print(f"  python src/tune.py {study_flags} --apply && dvc repro   # train it in the pipeline")
+    print(f"  python src/tune.py {study_flags} --register   # or register it as challenger now")
+
+
+def announce(
+    study: optuna.Study,
+    rdb: RDBStorage,
+    tune: config.TuneParams,
+    space: list[str],
+    fixed: dict[str, Any],
+) -> None:
+    limit = "" if tune.timeout_s is None else f", for at most {clock_time(tune.timeout_s)}"
+    print(
+        f"study {tune.study} in {store.masked(rdb.url)}: {len(study.trials)} trials so "
+        f"far; this worker runs up to {tune.n_trials}{limit}"
+    )
+    print(f"searching {', '.join(space)}")
+    if fixed:
+        print(f"fixed in every trial: {', '.join(f'{k}={v}' for k, v in fixed.items())}")
+
+
+def flags(tune: config.TuneParams) -> str:
+    """The options that name the study, for the commands the user is told to run next."""
+    if not tune.storage:
+        return f"--study {tune.study}"
+    # The URL's password is never printed: where it came from $OPTUNA_STORAGE (the README's
+    # way), the hint names the variable, so it runs as printed.
+    given = os.environ.get(STORAGE_VARIABLE) == tune.storage
+    storage = f'"${STORAGE_VARIABLE}"' if given else store.masked(tune.storage)
+    return f"--study {tune.study} --storage {storage}"
+
+
+def act_on_best(params: config.Params, apply: bool, register: bool) -> None:
+    """--apply / --register: the study's best so far, without running a trial."""
+    quiet_optuna()
+    store.connect(store.tracking_uri())
+    study, _, parent_id, _ = coordination.joined(params, existing=True)
+    best = summary.best_of(study)
+    print(
+        f"study {params.tune.study}: best is trial {best['trial']}, val_accuracy "
+        f"{best['value']:.4f} of {len(study.trials)} trials"
+    )
+    if apply:
+        params_file.set_values(best["params"])
+        print(f"params.yaml: set {', '.join(best['params'])}; run `dvc repro` to train it")
+    if register:
+        splits, scaling = training.load_inputs()
+        trainer = objective.Objective(splits, scaling, parent_id, params)
+        register_best(trainer, params.tune.study, best, params.tracking.registered_model)

@@ -1,0 +1,55 @@
+"""A study's outcome: its best trial as --apply and --register use it, and Optuna's plots."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+from matplotlib import pyplot
+
+from common.errors import PipelineError
+from tuning import coordination
+
+
+def best_so_far(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's standard plots; those a study cannot draw yet (importances need 2 complete
+    trials) are left out without a word: the others and the trials table say enough."""
+    plots = optuna.visualization.matplotlib
+    makers = {
+        "optimization_history": plots.plot_optimization_history,
+        "param_importances": plots.plot_param_importances,
+        "parallel_coordinate": plots.plot_parallel_coordinate,
+        "intermediate_values": plots.plot_intermediate_values,
+    }
+    drawn = {}
+    for name, make in makers.items():
+        with warnings.catch_warnings():  # e.g. "trial 3 is omitted": pruned trials have no value
+            warnings.simplefilter("ignore")
+            try:
+                axes = make(study)
+            except (ValueError, RuntimeError):
+                continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        pyplot.close(figure)  # Optuna draws with pyplot, which holds figures until closed
+        drawn[name] = figure
+    return drawn
+
+
+def best_of(study: optuna.Study) -> dict[str, Any]:
+    """The winner as --apply and --register use it: the fixed values and the searched ones."""
+    best = best_so_far(study)
+    if best is None:
+        raise PipelineError(
+            f"study {study.study_name} has no complete trial yet: run "
+            f"`python src/tune.py --study {study.study_name}` until one completes"
+        )
+    fixed = study.user_attrs.get(coordination.FIXED_ATTR, {})
+    return {"value": best.value, "trial": best.number, "params": fixed | best.params}
