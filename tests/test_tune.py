@@ -19,7 +19,7 @@ import yaml
 from filelock import FileLock
 
 from common import errors, paths
-from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune
+from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune, update_params
 from ml import config, data, params_file
 from mnist_fakes import synthetic_digits
 from tracking import lineage, models, store
@@ -253,6 +253,30 @@ def test_a_quick_search_fixes_train_values_and_register_retrains_its_winner(tune
     assert models.load_model("models:/mnist-cnn@challenger").predict(images).shape == (3, 10)
 
 
+def test_register_and_apply_rebuild_the_trial_whatever_params_yaml_says_since(tune_project):
+    """A trial records everything it trained with: edits to params.yaml after the search (here
+    the batch size, which is not searched) change neither what --register retrains nor what
+    --apply writes."""
+    result = run_stage(tune_project, "tune", args=["--n-trials", "1", "--study", "edited"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = study_in(tune_project, "edited").trials
+    assert trial.user_attrs["trained_with"]["train"]["batch_size"] == 32
+    update_params(tune_project, {"train": {"batch_size": 8, "model": {"dense_dropout": 0.45}}})
+    registered = run_hint(tune_project, result.stdout, "--register")
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    (retrained,) = [r for r in mlflow_runs() if r.info.run_name == "trial-0-retrained"]
+    assert retrained.data.params["train.batch_size"] == "32"
+    assert retrained.data.params["train.model.dense_dropout"] == "0.2"
+    version = mlflow.MlflowClient(store.tracking_uri()).get_model_version_by_alias(
+        "mnist-cnn", "challenger"
+    )
+    assert float(version.tags["val_accuracy"]) == trial.value  # the same training, bit for bit
+    applied = run_hint(tune_project, result.stdout, "--apply")
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    train = config.load(tune_project / "params.yaml").train
+    assert train.model_dump(mode="json") == trial.user_attrs["trained_with"]["train"]
+
+
 def test_apply_on_a_missing_study_fails_without_creating_it(tune_project):
     result = run_stage(tune_project, "tune", args=["--apply", "--study", "typo"])
     assert result.returncode == 1
@@ -432,3 +456,15 @@ def test_the_next_step_hints_name_the_storage_variable_not_its_password(monkeypa
     assert search.flags(tune) == "--study shared --storage postgresql://team:***@db:5432/optuna"
     monkeypatch.setenv("OPTUNA_STORAGE", url)
     assert search.flags(tune) == '--study shared --storage "$OPTUNA_STORAGE"'
+
+
+def test_apply_sets_only_the_leaves_that_differ_and_whole_lists_whose_length_changed():
+    now = {"epochs": 12, "model": {"dense": [128], "blocks": [{"filters": 32}, {"filters": 48}]}}
+    wanted = {
+        "epochs": 12,
+        "model": {"dense": [64, 32], "blocks": [{"filters": 32}, {"filters": 56}]},
+    }
+    assert params_file.differences(now, wanted, "train") == {
+        "train.model.dense": [64, 32],
+        "train.model.blocks.1.filters": 56,
+    }

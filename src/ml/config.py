@@ -183,7 +183,19 @@ def load(
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(path, err, raw)) from err
+        raise ParamsError(_describe(path.name, err, raw)) from err
+
+
+def with_values(params: Params, values: Mapping[str, Any]) -> Params:
+    """`params` with each dotted key set to its value, validated as params.yaml is: a trial's
+    params are built in memory, never by reading the file again (it may have changed since)."""
+    raw = params.model_dump()
+    for key, value in values.items():
+        set_path(raw, key, value)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe("the params", err, raw)) from err
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -250,8 +262,8 @@ def given_overrides(items: Sequence[str]) -> list[str]:
     return [item for item in items if not item.endswith("=")]
 
 
-def _describe(path: Path, err: ValidationError, raw: Any) -> str:
-    lines = [f"{path.name} is invalid:"]
+def _describe(source: str, err: ValidationError, raw: Any) -> str:
+    lines = [f"{source} is invalid:"]
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
         reason = _reason(problem)

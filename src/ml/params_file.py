@@ -34,5 +34,33 @@ def set_values(values: Mapping[str, Any], path: Path = paths.PARAMS_FILE) -> Non
         config.load(tmp)
 
 
+def set_sections(sections: Mapping[str, Any], path: Path = paths.PARAMS_FILE) -> list[str]:
+    """Make params.yaml's top-level `sections` equal to the values given, setting only the keys
+    that differ (so its comments and layout stay); return those keys."""
+    now = config.load(path).model_dump(mode="json")
+    changes: dict[str, Any] = {}
+    for name, wanted in sections.items():
+        changes |= differences(now[name], wanted, name)
+    if changes:
+        set_values(changes, path)
+    return list(changes)
+
+
+def differences(now: Any, wanted: Any, key: str) -> dict[str, Any]:
+    """The dotted keys, with their values, that turn `now` into `wanted`: leaf by leaf where
+    both are mappings or lists of one length, else the whole value."""
+    if isinstance(now, Mapping) and isinstance(wanted, Mapping):
+        pairs = [(f"{key}.{name}", now.get(name), value) for name, value in wanted.items()]
+    elif isinstance(now, list) and isinstance(wanted, list) and len(now) == len(wanted):
+        pairs = [
+            (f"{key}.{i}", old, new) for i, (old, new) in enumerate(zip(now, wanted, strict=True))
+        ]
+    else:
+        return {} if now == wanted else {key: wanted}
+    return {
+        found: value for k, old, new in pairs for found, value in differences(old, new, k).items()
+    }
+
+
 def dump(tree: Any, handle: IO[str]) -> None:
     round_trip_yaml().dump(tree, handle)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from ml import config, data, runtime, training
 from tracking import logs
-from tuning import coordination, runs
+from tuning import coordination, runs, summary
 from tuning.progress import SearchProgress, clock_time
 
 
@@ -75,11 +75,12 @@ class Objective:
         scaling: dict[str, float],
         parent_id: str,
         params: config.Params,
-        fixed: dict[str, Any] | None = None,  # train.*/seed values every trial keeps
+        fixed: dict[str, Any] | None = None,  # the -S train.*/seed values `params` holds
         rdb: RDBStorage | None = None,  # None: an in-memory study, one process, no orphans
         progress: SearchProgress | None = None,
     ) -> None:
         self.splits, self.scaling, self.parent_id, self.rdb = splits, scaling, parent_id, rdb
+        self.params = params  # validated once, with the -S values: each trial starts from these
         self.fixed = fixed or {}
         self.space = searched(params.tune.space, self.fixed)
         self.progress = progress or SearchProgress(n_trials=1, timeout_s=None)
@@ -92,7 +93,8 @@ class Objective:
             failed = trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
             runs.fail_dead_trial_runs(self.parent_id, [t.number for t in failed])
         chosen = suggest(trial, self.space)
-        params = config.load(values=self.fixed | chosen)
+        params = config.with_values(self.params, chosen)
+        trial.set_user_attr(summary.TRAINED_ATTR, summary.trained_with(params))
         keras.backend.clear_session()  # free the previous trial's graphs (memory grows otherwise)
         with runs.trial_run(self.parent_id, trial.number, self.fixed | chosen) as outcome:
             try:

@@ -108,16 +108,16 @@ def fail_dead_trial_runs(parent_id: str, failed_trials: Iterable[int]) -> list[s
 
 
 @contextmanager
-def retrain_run(parent_id: str, best: dict[str, Any]) -> Iterator[None]:
-    """A child run of the study for retraining its best trial (and registering the model)."""
+def retrain_run(parent_id: str, trial: int, params: dict[str, Any]) -> Iterator[None]:
+    """A child run of the study for retraining a trial with `params` (and registering it)."""
     parent = mlflow.get_run(parent_id)
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,
-        run_name=f"trial-{best['trial']}-retrained",
+        run_name=f"trial-{trial}-retrained",
         parent_run_id=parent_id,
-        tags={"retrained_trial": str(best["trial"])},
+        tags={"retrained_trial": str(trial)},
     ):
-        mlflow.log_params(best["params"])
+        mlflow.log_params(params)
         yield
 
 

@@ -19,7 +19,7 @@ from optuna.storages import RDBStorage
 
 from common import files, paths
 from ml import config, params_file, training
-from tracking import models, store
+from tracking import lineage, models, store
 from tuning import coordination, objective, runs, summary
 from tuning.progress import SearchProgress, TrialReport, clock_time
 
@@ -39,12 +39,14 @@ def quiet_optuna() -> None:
 def register_best(
     trainer: objective.Objective, study: str, best: dict[str, Any], name: str
 ) -> None:
-    """Retrain the best trial's params (same seed: on CPU, the same weights) and register the
-    model as `challenger`; tuning never reads the test set, so `champion` is evaluate's call."""
+    """Retrain the best trial with what it trained with (same seed: on CPU, the same weights)
+    and register the model as `challenger`; tuning never reads the test set, so `champion` is
+    evaluate's call."""
     print(f"retraining trial {best['trial']} of study {study} to register it ...", flush=True)
-    params = config.load(values=best["params"])
+    params = summary.rebuilt(trainer.params, best)
     keras.backend.clear_session()
-    with runs.retrain_run(trainer.parent_id, best):
+    logged = lineage.flatten(summary.trained_with(params))
+    with runs.retrain_run(trainer.parent_id, best["trial"], logged):
         fitted = trainer.fit(params)
         val = fitted.final()["val_accuracy"]
         tags = {"study": study, "trial": best["trial"], "trial_val_accuracy": best["value"]}
@@ -136,8 +138,8 @@ def act_on_best(params: config.Params, apply: bool, register: bool) -> None:
         f"{best['value']:.4f} of {len(study.trials)} trials"
     )
     if apply:
-        params_file.set_values(best["params"])
-        print(f"params.yaml: set {', '.join(best['params'])}; run `dvc repro` to train it")
+        changed = params_file.set_sections(summary.trained_with(summary.rebuilt(params, best)))
+        print(f"params.yaml: set {', '.join(changed) or 'nothing'}; run `dvc repro` to train it")
     if register:
         splits, scaling = training.load_inputs()
         trainer = objective.Objective(splits, scaling, parent_id, params)

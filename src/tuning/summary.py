@@ -9,7 +9,12 @@ import optuna
 from matplotlib import pyplot
 
 from common.errors import PipelineError
+from ml import config
 from tuning import coordination
+
+# What each trial trained with: the whole train section and the seed, so that --apply and
+# --register rebuild exactly that trial, whatever params.yaml says by then.
+TRAINED_ATTR = "trained_with"
 
 
 def best_so_far(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -52,4 +57,23 @@ def best_of(study: optuna.Study) -> dict[str, Any]:
             f"`python src/tune.py --study {study.study_name}` until one completes"
         )
     fixed = study.user_attrs.get(coordination.FIXED_ATTR, {})
-    return {"value": best.value, "trial": best.number, "params": fixed | best.params}
+    return {
+        "value": best.value,
+        "trial": best.number,
+        "params": fixed | best.params,  # what the command and the search chose
+        "trained_with": best.user_attrs.get(TRAINED_ATTR),  # all it trained with
+    }
+
+
+def trained_with(params: config.Params) -> dict[str, Any]:
+    return {"seed": params.seed, "train": params.train.model_dump(mode="json")}
+
+
+def rebuilt(params: config.Params, best: dict[str, Any]) -> config.Params:
+    """The params the best trial trained with; `params` gives the sections trials never change.
+    A trial of a study older than TRAINED_ATTR: params.yaml's train section, with its values."""
+    recorded = best["trained_with"]
+    if recorded is None:
+        return config.with_values(params, best["params"])
+    train = config.TrainParams.model_validate(recorded["train"])
+    return params.model_copy(update={"seed": recorded["seed"], "train": train})
