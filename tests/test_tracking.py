@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socket
 import subprocess
+import threading
 
 import mlflow
 import numpy as np
@@ -128,6 +132,42 @@ def test_an_unreachable_tracking_server_fails_at_connect_with_the_uri_and_the_fi
     with pytest.raises(store.TrackingError) as err:
         store.connect(url)  # before any MLflow call, so none of its retries are waited out
     assert url in str(err.value) and "MLFLOW_TRACKING_URI" in str(err.value)
+
+
+class HealthyButHung(http.server.BaseHTTPRequestHandler):
+    """Answers /health, then leaves every API call unanswered until the test lets go."""
+
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        if self.path != "/health":
+            self.release.wait()
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("hung", ["the health check", "the account check"])
+def test_a_server_that_takes_the_call_but_never_answers_fails_in_one_line(hung, monkeypatch):
+    """A hung server (or one too busy to answer within MLFLOW_HTTP_REQUEST_TIMEOUT) is a
+    TrackingError naming the URI, not a requests traceback, whichever call it hangs on."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "0.5")
+    with contextlib.ExitStack() as stack:
+        if hung == "the health check":
+            silent = stack.enter_context(socket.create_server(("127.0.0.1", 0)))  # never read
+            port = silent.getsockname()[1]
+        else:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthyButHung)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            stack.callback(server.shutdown)
+            stack.callback(HealthyButHung.release.set)
+            port = server.server_address[1]
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(store.TrackingError) as err:
+            store.connect(url)
+    assert f"{url} does not answer (ReadTimeout)" in str(err.value)
 
 
 def test_flatten_names_keys_as_in_params_yaml():

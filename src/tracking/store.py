@@ -39,6 +39,9 @@ STORE_FIXES = {
 # training" (remembered by the browser) or the URL asks for it; the experiment's own
 # mlflow.experimentKind tag does not change that. Links the stages print ask for it.
 UI_RUNS_QUERY = "workflowType=machine_learning"
+# How long connect() waits for a server to accept the connection: one that is down refuses it
+# at once, and a host that drops packets should not hold a stage for long.
+PROBE_CONNECT_S = 5.0
 # mlflow ui's address when it serves the embedded store.
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -86,16 +89,27 @@ def connect(uri: str) -> None:
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if uri.startswith(("http://", "https://")):
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
-        except requests.RequestException as err:
-            raise TrackingError(
-                f"MLflow tracking server {masked(uri)} does not answer ({type(err).__name__}). "
-                f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
-                f"the repo."
-            ) from err
+        probe(uri, "health")
         check_credentials(uri)
     mlflow.set_tracking_uri(uri)
+
+
+def probe(uri: str, path: str, **request: object) -> requests.Response:
+    """GET `path` on the server. A server that is down refuses the connection at once; one that
+    is up but busy (a CI machine training beside it) may take seconds to answer, so the read waits
+    as long as MLflow's own requests would (MLFLOW_HTTP_REQUEST_TIMEOUT)."""
+    timeouts = (PROBE_CONNECT_S, float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/{path}", timeout=timeouts, **request)
+        if answer.status_code not in (401, 403):
+            answer.raise_for_status()
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"MLflow tracking server {masked(uri)} does not answer ({type(err).__name__}). "
+            f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
+            f"the repo."
+        ) from err
+    return answer
 
 
 def check_credentials(uri: str) -> None:
@@ -105,11 +119,11 @@ def check_credentials(uri: str) -> None:
         os.environ.get("MLFLOW_TRACKING_USERNAME"),
         os.environ.get("MLFLOW_TRACKING_PASSWORD"),
     )
-    answer = requests.get(
-        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+    answer = probe(
+        uri,
+        "api/2.0/mlflow/experiments/search",
         params={"max_results": 1},
         auth=account if all(account) else None,
-        timeout=5,
     )
     if answer.status_code in (401, 403):
         given = "were refused" if all(account) else "are not set"
