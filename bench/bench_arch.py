@@ -11,7 +11,6 @@ Needs the preprocess stage's output (`dvc repro preprocess`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from common import bootstrap
 bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import provenance
-from common import files
 from ml import config, data, runtime, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arch.json"
@@ -37,7 +35,11 @@ VARIANTS = {
 
 
 def epoch_seconds(
-    splits: data.Splits, scaling: dict, device: runtime.Device, overrides: list[str], epochs: int
+    splits: data.Splits,
+    scaling: data.Scaling,
+    device: runtime.Device,
+    overrides: list[str],
+    epochs: int,
 ) -> float:
     params = config.load(overrides=[*overrides, f"train.epochs={epochs}"])
     fitted = training.fit(splits, params.train, params.seed, scaling, device, verbose=0)
@@ -65,8 +67,7 @@ def main() -> None:
         "ratio_to_default": {name: round(s / base, 2) for name, s in seconds.items()},
         **provenance.record(),
     }
-    files.write_json(RESULTS, result)
-    print(json.dumps(result, indent=2))
+    provenance.save(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -182,7 +181,7 @@ def main() -> None:
         report["arms"].append(result | {"meets_targets": meets(result)})
         # After every arm: a run cut short by a time limit still leaves what it measured.
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        provenance.save(args.out, report, echo=False)
         print(summary_line(result), flush=True)
 
 

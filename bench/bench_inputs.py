@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
 import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inputs.json"
@@ -113,8 +115,7 @@ def main() -> None:
             after["seconds_per_epoch_median"] / before["seconds_per_epoch_median"], 3
         ),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    provenance.save(RESULTS, results, echo=False)
     for name, arm in (("baseline " + args.baseline, before), ("this tree", after)):
         print(f"{name:>18}: {arm['seconds_per_epoch_median']:.2f} s/epoch")
     print(f"ratio (this tree / baseline): {results['ratio_this_over_baseline']}")

@@ -132,7 +132,7 @@ def main() -> None:
         "families": families,
         **origin,
     }
-    (RESULTS / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
+    provenance.save(RESULTS / "predict.json", results, echo=False)
 
 
 if __name__ == "__main__":

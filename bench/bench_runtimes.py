@@ -19,7 +19,6 @@ Writes bench/results/runtimes.json.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -140,9 +139,7 @@ def main() -> None:
     }
     runtime_packages = ("openvino", "nncf", "tf2onnx", "onnxruntime")
     results["versions"] |= {p: metadata.version(p) for p in runtime_packages}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    provenance.save(RESULTS, results)
 
 
 if __name__ == "__main__":

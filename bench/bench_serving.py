@@ -15,7 +15,6 @@ calls in this process. Writes bench/results/serving.json.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -145,9 +144,7 @@ def main() -> None:
         "direct_single_image": direct_latency(test.x),
         **provenance.record(),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    provenance.save(RESULTS, results)
 
 
 if __name__ == "__main__":

@@ -161,9 +161,7 @@ def main() -> None:
             }
     if "repro" in parts:
         results["repro_seconds"] = repro_seconds()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    provenance.save(RESULTS, results)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
 PRUNERS = [name for name in config.PRUNERS if name != "none"]
 
 
-def arm(pruner: str, splits: data.Splits, scaling: dict[str, float], budget_s: float) -> dict:
+def arm(pruner: str, splits: data.Splits, scaling: data.Scaling, budget_s: float) -> dict:
     parent = runs.study_run("bench-tune", f"bench-{pruner}", "memory")
     study = optuna.create_study(
         direction="maximize",
@@ -138,9 +138,7 @@ def main() -> None:
 
 def write(results: dict) -> None:
     derive(results)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    provenance.save(RESULTS, results)
 
 
 if __name__ == "__main__":

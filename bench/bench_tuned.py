@@ -28,7 +28,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import provenance
-from common import files, paths
+from common import paths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tuned.json"
 STUDY = "bench-tuned"
@@ -104,8 +104,7 @@ def main() -> None:
         "val_gap_pp": round(gap_pp, 3),
         "val_within_0.1_pp": gap_pp <= VAL_MATCH_PP,
     }
-    files.write_json(RESULTS, result)
-    print(json.dumps(result, indent=2))
+    provenance.save(RESULTS, result)
 
 
 if __name__ == "__main__":

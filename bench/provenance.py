@@ -1,13 +1,17 @@
 """What every results file records: the commit (and whether the tree was dirty), package
-versions and the machine, so a figure can be traced to the code and hardware that produced it."""
+versions and the machine, so a figure can be traced to the code and hardware that produced it;
+and `save`, which writes one."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+
+from common import files
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "mlflow", "optuna", "dvc")
@@ -39,8 +43,26 @@ def versions() -> dict[str, str]:
 
 
 def machine(accelerator: str | None = None) -> str:
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    cpu = f"{cpu_model()}, {os.cpu_count()} cores"
     return f"{accelerator}; {cpu}" if accelerator else cpu
+
+
+def cpu_model() -> str:
+    """The CPU's name and its widest vector unit: AVX-512's vectors are twice AVX2's width, and
+    the machines this project runs on have either, so the same commit can time differently."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return platform.processor() or platform.machine()
+    first = info.split("\n\n", 1)[0]  # one core's block: they all say the same
+    fields = {
+        k.strip(): v.strip()
+        for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)
+    }
+    flags = set(fields.get("flags", "").split())
+    units = {"avx512f": "AVX-512", "avx2": "AVX2", "avx": "AVX"}
+    widest = next((name for flag, name in units.items() if flag in flags), "no AVX")
+    return f"{fields.get('model name', platform.machine())} ({widest})"
 
 
 def record(accelerator: str | None = None) -> dict[str, object]:
@@ -50,6 +72,15 @@ def record(accelerator: str | None = None) -> dict[str, object]:
         "versions": versions(),
         "machine": machine(accelerator),
     }
+
+
+def save(path: Path, results: dict[str, object], echo: bool = True) -> None:
+    """Write a results file whole or not at all (an interrupted benchmark leaves the last one
+    intact), in the order the benchmark built it, and show it."""
+    text = json.dumps(results, indent=2) + "\n"
+    files.write_bytes(path, text.encode())
+    if echo:
+        print(text, end="")
 
 
 def _git(*args: str) -> str:

@@ -11,6 +11,7 @@ from common import bootstrap
 
 bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,10 @@ def summarize(splits: dict[str, data.Split]) -> dict[str, dict[str, int]]:
     }
 
 
-def write_outputs(splits: dict[str, data.Split], scale: dict[str, float], out_dir: Path) -> None:
+def write_outputs(splits: dict[str, data.Split], scaling: data.Scaling, out_dir: Path) -> None:
     for name, split in splits.items():
         data.save_split(out_dir / f"{name}.npz", split)
-    files.write_json(out_dir / "scaling.json", scale)
+    files.write_json(out_dir / "scaling.json", dataclasses.asdict(scaling))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below
 from pathlib import Path
 
 from common import files, paths
-from ml import config, data, model, plots, runtime, training
+from ml import config, data, plots, runtime, training
 from tracking import lineage, logs, pipeline_run, store
 
 
@@ -36,11 +36,23 @@ def track_inputs(splits: data.Splits, digest: str) -> None:
 
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
+    fitted = train(params, paths.MODEL_FILE, paths.TRAIN_REPORTS, paths.RUN_FILE)
+    final = fitted.final()
+    print(
+        f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
+        f"epoch{'s' if final['epochs'] != 1 else ''} ({fitted.seconds:.0f} s) "
+        f"-> {paths.MODEL_FILE.relative_to(paths.ROOT)}"
+    )
+
+
+def train(
+    params: config.Params, model_file: Path, report_dir: Path, run_file: Path
+) -> training.Fitted:
+    """The stage's work, tracked in one MLflow run: bench/bench_tracking.py times this very code."""
     splits, scaling = training.load_inputs()
     device = runtime.configure(params.train.precision)
-    arch, _ = model.resolve(params.train.preset, params.train.model)
     digest = data.digest_dir(paths.PROCESSED_DIR)
-    tags = lineage.lineage(params, digest, arch, device.describe())
+    tags = lineage.lineage(params, digest, device.describe())
     with pipeline_run.pipeline_run(params, tags) as run_id:
         print(f"MLflow run {run_id} in {store.tracking_uri()}")
         print(
@@ -57,17 +69,11 @@ def main() -> None:
             callbacks=[logs.EpochMetrics()],
             verbose=2,
         )
-        save_outputs(fitted, paths.MODEL_FILE, paths.TRAIN_REPORTS)
+        save_outputs(fitted, model_file, report_dir)
         logs.log_training_summary(fitted.seconds, fitted.model.count_params())
-        report = paths.TRAIN_REPORTS
-        logs.log_files([report / "curves.png", report / "history.csv"], "train")
-    pipeline_run.save_run_file(run_id)
-    final = fitted.final()
-    print(
-        f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
-        f"epoch{'s' if final['epochs'] != 1 else ''} ({fitted.seconds:.0f} s) "
-        f"-> {paths.MODEL_FILE.relative_to(paths.ROOT)}"
-    )
+        logs.log_files([report_dir / "curves.png", report_dir / "history.csv"], "train")
+    pipeline_run.save_run_file(run_id, run_file)
+    return fitted
 
 
 if __name__ == "__main__":

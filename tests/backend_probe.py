@@ -21,10 +21,8 @@ bootstrap.start(__name__)  # first: quiets the backends as they load
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ml import config, data, runtime, training  # noqa: E402
-from mnist_fakes import synthetic_digits  # noqa: E402
-
-UNIT = {"scale": 1 / 255, "offset": 0.0}
+from ml import config, runtime, training  # noqa: E402
+from mnist_fakes import UNIT, synthetic_splits  # noqa: E402
 
 
 class PredictEachEpoch(keras.callbacks.Callback):
@@ -41,9 +39,7 @@ def predict_with(model_file: str, x: np.ndarray) -> list:
 
 
 def main(out: Path, others: list[str]) -> None:
-    images, labels = synthetic_digits(300, seed=5)
-    x = images[..., np.newaxis]
-    splits = data.Splits(data.Split(x[:250], labels[:250]), data.Split(x[250:], labels[250:]))
+    splits = synthetic_splits(300, seed=5, val=50)
     params = config.load().train.model_copy(
         update={"epochs": 2, "batch_size": 32, "ema_momentum": 0.9}
     )

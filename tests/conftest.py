@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_fakes import write_raw
+from ml import data
+from mnist_fakes import synthetic_splits, write_raw
 from team.local_servers import free_port
 from tracking import store
 
@@ -47,6 +48,20 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     # mlflow.set_experiment exports the id for subprocesses: left set, it would send the next
     # test's runs into this test's experiment id (and `mlflow run` refuses it beside a name).
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_splits() -> data.Splits:
+    """300 synthetic digits, 250 to train on and 50 to validate: a few seconds per fit."""
+    return synthetic_splits(300, seed=5, val=50)
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The CPU as the stages configure it (deterministic ops), once per test process."""
+    from ml import runtime  # imports Keras: only the tests that train pay for it
+
+    return runtime.configure()
 
 
 @pytest.fixture

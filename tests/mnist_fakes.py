@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ml import data
+
+# The unit scaling of params.yaml's default, for tests that skip the preprocess stage.
+UNIT = data.Scaling(scale=1 / 255, offset=0.0)
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX: magic 0x0000 08 <rank>, big-endian dims, then the bytes."""
@@ -24,6 +29,14 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         row, col = 3 + 7 * (digit // 4), 2 + 6 * (digit % 4)
         images[i, row : row + 6, col : col + 6] = 255
     return images, labels
+
+
+def synthetic_splits(count: int, seed: int, val: int) -> data.Splits:
+    """`count` synthetic digits as the preprocess stage hands them on: the last `val` validate."""
+    images, labels = synthetic_digits(count, seed)
+    x = images[..., np.newaxis]
+    train = data.Split(x[: count - val], labels[: count - val])
+    return data.Splits(train=train, val=data.Split(x[count - val :], labels[count - val :]))
 
 
 def write_raw(directory: Path, train: int = 300, test: int = 100) -> dict[str, str]:

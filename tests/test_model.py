@@ -39,10 +39,11 @@ def test_batch_norm_blocks_drop_the_redundant_conv_bias():
     assert not layers[0].use_bias
 
 
-def test_resolve_prefers_the_preset_over_the_spec():
-    spec = config.load().train.model
-    assert model.resolve(None, spec) == ("custom", spec)
-    assert model.resolve("seed_c", spec) == ("seed_c", model.PRESETS["seed_c"])
+def test_a_preset_replaces_the_spec_and_names_the_architecture():
+    custom = config.load().train.model_copy(update={"preset": None})
+    assert (model.architecture(custom), custom.arch) == (custom.model, "custom")
+    preset = custom.model_copy(update={"preset": "seed_c"})
+    assert (model.architecture(preset), preset.arch) == (model.PRESETS["seed_c"], "seed_c")
 
 
 def test_augmentation_distorts_training_batches_only_and_fills_with_black():

@@ -35,10 +35,10 @@ def test_validation_split_depends_only_on_the_seed(full):
 
 def test_standardize_scaling_gives_zero_mean_unit_variance(full):
     scale = data.scaling(full, "standardize")
-    scaled = full.x * scale["scale"] + scale["offset"]
+    scaled = full.x * scale.scale + scale.offset
     assert scaled.mean() == pytest.approx(0, abs=1e-6)
     assert scaled.std() == pytest.approx(1, abs=1e-6)
-    assert data.scaling(full, "unit") == {"scale": 1 / 255, "offset": 0.0}
+    assert data.scaling(full, "unit") == data.Scaling(scale=1 / 255, offset=0.0)
 
 
 def test_preprocess_stage_writes_splits_summary_and_sample_grid(project, mirror):

@@ -9,24 +9,14 @@ import subprocess
 import threading
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import closed_port_url
-from ml import config, data, runtime, training
-from mnist_fakes import synthetic_digits
+from ml import config, training
+from mnist_fakes import UNIT
 from tracking import lineage, logs, pipeline_run, store
 from tuning import runs
-
-UNIT = {"scale": 1 / 255, "offset": 0.0}
-
-
-@pytest.fixture(scope="module")
-def tiny_splits() -> data.Splits:
-    images, labels = synthetic_digits(120, seed=9)
-    x = images[..., np.newaxis]
-    return data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
 
 
 def only_run(experiment: str) -> mlflow.entities.Run:
@@ -35,11 +25,10 @@ def only_run(experiment: str) -> mlflow.entities.Run:
     return runs[0]
 
 
-def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits):
+def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits, device):
     params = config.load()
     tiny = params.train.model_copy(update={"epochs": 2, "batch_size": 32})
-    device = runtime.configure()
-    tags = lineage.lineage(params, "d" * 64, "custom", device.describe())
+    tags = lineage.lineage(params, "d" * 64, device.describe())
     with pipeline_run.pipeline_run(params, tags):
         training.fit(
             tiny_splits,
@@ -90,7 +79,7 @@ def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
 def test_under_dvc_exp_run_the_run_is_named_and_tagged_for_the_dvc_experiment(monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "bushy-pump")
     params = config.load()
-    with pipeline_run.pipeline_run(params, lineage.lineage(params, "d" * 64, "custom", "CPU")):
+    with pipeline_run.pipeline_run(params, lineage.lineage(params, "d" * 64, "CPU")):
         pass
     run = only_run(params.tracking.experiment)
     assert run.info.run_name == "bushy-pump" and run.data.tags["dvc_experiment"] == "bushy-pump"

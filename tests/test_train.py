@@ -10,25 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import run_stage
-from ml import config, data, runtime, training
-from mnist_fakes import synthetic_digits
+from ml import config, runtime, training
+from mnist_fakes import UNIT
 from tracking import store
-
-UNIT = {"scale": 1 / 255, "offset": 0.0}
-
-
-@pytest.fixture(scope="module")
-def splits() -> data.Splits:
-    images, labels = synthetic_digits(300, seed=5)
-    x = images[..., np.newaxis]
-    return data.Splits(
-        train=data.Split(x[:250], labels[:250]), val=data.Split(x[250:], labels[250:])
-    )
-
-
-@pytest.fixture(scope="module")
-def device() -> runtime.Device:
-    return runtime.configure()
 
 
 def tiny(**changes) -> config.TrainParams:
@@ -36,8 +20,10 @@ def tiny(**changes) -> config.TrainParams:
     return base.model_copy(update={"batch_size": 32, "epochs": 2, **changes})
 
 
-def test_fit_logs_each_epochs_metrics_learning_rate_and_time(splits, device):
-    fitted = training.fit(splits, tiny(epochs=3), seed=0, scaling=UNIT, device=device, verbose=0)
+def test_fit_logs_each_epochs_metrics_learning_rate_and_time(tiny_splits, device):
+    fitted = training.fit(
+        tiny_splits, tiny(epochs=3), seed=0, scaling=UNIT, device=device, verbose=0
+    )
     assert list(fitted.history["epoch"]) == [1, 2, 3]
     for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
         assert fitted.history[column].notna().all(), column
@@ -45,26 +31,32 @@ def test_fit_logs_each_epochs_metrics_learning_rate_and_time(splits, device):
     assert fitted.final()["epochs"] == 3
 
 
-def test_fit_learns_the_synthetic_digits(splits, device):
-    fitted = training.fit(splits, tiny(epochs=4), seed=0, scaling=UNIT, device=device, verbose=0)
+def test_fit_learns_the_synthetic_digits(tiny_splits, device):
+    fitted = training.fit(
+        tiny_splits, tiny(epochs=4), seed=0, scaling=UNIT, device=device, verbose=0
+    )
     assert fitted.final()["val_accuracy"] >= 0.9  # chance is 0.1
 
 
-def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(splits, device):
-    averaged = training.fit(splits, tiny(ema_momentum=0.9), seed=0, scaling=UNIT, device=device)
-    plain = training.fit(splits, tiny(ema_momentum=None), seed=0, scaling=UNIT, device=device)
+def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(tiny_splits, device):
+    averaged = training.fit(
+        tiny_splits, tiny(ema_momentum=0.9), seed=0, scaling=UNIT, device=device
+    )
+    plain = training.fit(tiny_splits, tiny(ema_momentum=None), seed=0, scaling=UNIT, device=device)
     for fitted in (averaged, plain):
         # evaluate, not -log(predict): Keras takes the loss from the softmax's logits, which
         # differs from the log of a probability near 1 in the fourth digit.
-        loss, _ = fitted.model.evaluate(splits.val.x, splits.val.y, verbose=0)
+        loss, _ = fitted.model.evaluate(tiny_splits.val.x, tiny_splits.val.y, verbose=0)
         assert loss == pytest.approx(fitted.final()["val_loss"], rel=1e-4)
     assert averaged.final()["val_loss"] != plain.final()["val_loss"]
 
 
 @pytest.mark.parametrize("augment", [config.Augment(), config.Augment(shift=0.1, rotate_deg=10)])
-def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device, augment):
+def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(tiny_splits, device, augment):
     runs = [
-        training.fit(splits, tiny(augment=augment), seed=s, scaling=UNIT, device=device).history
+        training.fit(
+            tiny_splits, tiny(augment=augment), seed=s, scaling=UNIT, device=device
+        ).history
         for s in (1, 1, 2)
     ]
     columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -72,25 +64,29 @@ def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(splits, device, augment):
     assert not runs[0][columns].equals(runs[2][columns])
 
 
-def test_fit_trains_on_augmented_batches(splits, device):
+def test_fit_trains_on_augmented_batches(tiny_splits, device):
     augment = config.Augment(shift=0.1, rotate_deg=10)
     runs = [
-        training.fit(splits, tiny(augment=a), seed=1, scaling=UNIT, device=device).history["loss"]
+        training.fit(tiny_splits, tiny(augment=a), seed=1, scaling=UNIT, device=device).history[
+            "loss"
+        ]
         for a in (config.Augment(), augment)
     ]
     assert not runs[0].equals(runs[1])
 
 
-def test_tensorflow_on_cpu_keeps_xla_off(splits, device):
+def test_tensorflow_on_cpu_keeps_xla_off(tiny_splits, device):
     if (device.backend, device.kind) != ("tensorflow", "CPU"):
         pytest.skip(f"XLA is expected on {device.describe()}")
-    fitted = training.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(
+        tiny_splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device, verbose=0
+    )
     assert fitted.model.jit_compile is False
 
 
-def test_constant_schedule_keeps_the_learning_rate(splits, device):
+def test_constant_schedule_keeps_the_learning_rate(tiny_splits, device):
     params = tiny(lr_schedule="constant", learning_rate=0.01)
-    fitted = training.fit(splits, params, seed=0, scaling=UNIT, device=device, verbose=0)
+    fitted = training.fit(tiny_splits, params, seed=0, scaling=UNIT, device=device, verbose=0)
     assert fitted.history["lr"].tolist() == pytest.approx([0.01, 0.01])
 
 
@@ -153,14 +149,14 @@ def assert_one_complete_mlflow_run(test_accuracy: float) -> None:
     assert str(version.version) == "1" and version.run_id == run.info.run_id
 
 
-def test_mixed_precision_trains_with_a_float32_output(splits):
+def test_mixed_precision_trains_with_a_float32_output(tiny_splits):
     """What a GPU may run, here on whatever device there is: 16-bit compute, float32 output."""
     try:
         device = runtime.configure("mixed_bfloat16")
-        fitted = training.fit(splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device)
+        fitted = training.fit(tiny_splits, tiny(epochs=1), seed=0, scaling=UNIT, device=device)
         assert fitted.model.layers[1].dtype_policy.name == "mixed_bfloat16"
         # Batched as validation is: the sums then run in the same order (float32 noise aside).
-        probs = fitted.model.predict(splits.val.x, batch_size=training.VAL_BATCH, verbose=0)
+        probs = fitted.model.predict(tiny_splits.val.x, batch_size=training.VAL_BATCH, verbose=0)
     finally:
         runtime.configure()  # the policy is process-wide: back to float32 for the other tests
     assert probs.dtype == np.float32

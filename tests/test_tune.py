@@ -20,8 +20,8 @@ from filelock import FileLock
 
 from common import errors, paths
 from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune, update_params
-from ml import config, data, params_file
-from mnist_fakes import synthetic_digits
+from ml import config, params_file
+from mnist_fakes import UNIT, synthetic_digits, synthetic_splits
 from tracking import lineage, models, store
 from tuning import coordination, objective, pruning, runs, search, storage
 from tuning.progress import SearchProgress
@@ -96,14 +96,12 @@ def run_hint(project: Path, stdout: str, flag: str) -> subprocess.CompletedProce
 
 
 def test_a_trial_the_pruner_stops_is_pruned_in_optuna_and_mlflow():
-    images, labels = synthetic_digits(120, seed=2)
-    x = images[..., np.newaxis]
-    splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
+    splits = synthetic_splits(120, seed=2, val=20)
     parent = runs.study_run("mnist-cnn", "pruning", "memory")
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01)
     )  # always
-    trainer = objective.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, config.load())
+    trainer = objective.Objective(splits, UNIT, parent, config.load())
     study.optimize(trainer, n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     (child,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") == parent]
@@ -154,13 +152,11 @@ def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_on
 
 
 def test_trials_report_each_epoch_at_the_epochs_trained():
-    images, labels = synthetic_digits(120, seed=3)
-    x = images[..., np.newaxis]
-    splits = data.Splits(data.Split(x[:100], labels[:100]), data.Split(x[100:], labels[100:]))
+    splits = synthetic_splits(120, seed=3, val=20)
     parent = runs.study_run("mnist-cnn", "steps", "memory")
     tiny = "{train.epochs: {choices: [4]}, train.model.dense.0: {choices: [16]}}"
     params = config.load(overrides=[f"tune.space={tiny}"])
-    trainer = objective.Objective(splits, {"scale": 1 / 255, "offset": 0.0}, parent, params)
+    trainer = objective.Objective(splits, UNIT, parent, params)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     study.optimize(trainer, n_trials=1)
     assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4]

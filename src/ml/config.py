@@ -82,6 +82,11 @@ class TrainParams(Strict):
     epochs: Annotated[int, Field(ge=1, le=500)]
     precision: Precision = "auto"  # auto: float32 on CPU, mixed precision on GPU (runtime.py)
 
+    @property
+    def arch(self) -> str:
+        """The architecture's name, as runs are tagged: the preset's, or custom for `model`."""
+        return self.preset or "custom"
+
 
 class EvaluateParams(Strict):
     gallery_size: Annotated[int, Field(ge=1, le=100)]

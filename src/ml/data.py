@@ -43,6 +43,14 @@ class Splits:
     val: Split
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """pixel * scale + offset is what the model computes on; its first layer applies it."""
+
+    scale: float
+    offset: float
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -115,12 +123,12 @@ def carve_validation(full: Split, val_size: int, seed: int) -> Splits:
     )
 
 
-def scaling(train: Split, method: str) -> dict[str, float]:
-    """Return (scale, offset) such that pixel * scale + offset is the model's input."""
+def scaling(train: Split, method: str) -> Scaling:
+    """unit: pixels to [0, 1]; standardize: the training pixels to mean 0 and deviation 1."""
     if method == "unit":
-        return {"scale": 1 / 255, "offset": 0.0}
+        return Scaling(scale=1 / 255, offset=0.0)
     mean, std = float(train.x.mean()), float(train.x.std())
-    return {"scale": 1 / std, "offset": -mean / std}
+    return Scaling(scale=1 / std, offset=-mean / std)
 
 
 def save_split(path: Path, split: Split) -> None:

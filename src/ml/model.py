@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from common.errors import PipelineError
-from ml.config import Augment, ConvBlock, ModelSpec
+from ml.config import Augment, ConvBlock, ModelSpec, TrainParams
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -41,11 +41,9 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-def resolve(preset: str | None, spec: ModelSpec) -> tuple[str, ModelSpec]:
-    """The architecture to build and its name: a named preset, or the spec from params.yaml."""
-    if preset is None:
-        return "custom", spec
-    return preset, PRESETS[preset]
+def architecture(params: TrainParams) -> ModelSpec:
+    """The architecture to build: the named preset's, or the spec from params.yaml."""
+    return params.model if params.preset is None else PRESETS[params.preset]
 
 
 def conv_block(block: ConvBlock, activation: str) -> list[layers.Layer]:

@@ -118,18 +118,21 @@ def fit(
     splits: data.Splits,
     params: config.TrainParams,
     seed: int,
-    scaling: dict[str, float],
+    scaling: data.Scaling,
     device: runtime.Device,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> Fitted:
     """Build a fresh CNN and fit it on the training split, validating on the validation split."""
     keras.utils.set_random_seed(seed)  # same seed -> same weights and batches, whatever ran before
-    arch, spec = model.resolve(params.preset, params.model)
     steps = -(-len(splits.train) // params.batch_size)
     with device.scope():
         cnn = model.build_cnn(
-            spec, scaling["scale"], scaling["offset"], name=arch, augment=params.augment
+            model.architecture(params),
+            scaling.scale,
+            scaling.offset,
+            name=params.arch,
+            augment=params.augment,
         )
         cnn.compile(
             optimizer=optimizer(params, steps),
@@ -152,10 +155,10 @@ def fit(
         verbose=verbose,
         shuffle=True,
     )
-    return Fitted(cnn, arch, pd.DataFrame(log.rows))
+    return Fitted(cnn, params.arch, pd.DataFrame(log.rows))
 
 
-def load_inputs(processed: Path = paths.PROCESSED_DIR) -> tuple[data.Splits, dict[str, float]]:
+def load_inputs(processed: Path = paths.PROCESSED_DIR) -> tuple[data.Splits, data.Scaling]:
     """The train and validation splits and the scaling the preprocess stage chose."""
     splits = data.Splits(
         train=data.load_split(processed / "train.npz"), val=data.load_split(processed / "val.npz")
@@ -164,4 +167,4 @@ def load_inputs(processed: Path = paths.PROCESSED_DIR) -> tuple[data.Splits, dic
     scaling = files.read_json(processed / "scaling.json", fix)
     if not isinstance(scaling, dict) or set(scaling) != {"scale", "offset"}:
         raise data.DataError(f"{processed / 'scaling.json'}: not a scale and offset; {fix}")
-    return splits, scaling
+    return splits, data.Scaling(**scaling)

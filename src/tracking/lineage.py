@@ -53,7 +53,7 @@ def git_state(root: Path = paths.ROOT) -> dict[str, str]:
         return {"git_commit": "unknown (not a git checkout)", "git_dirty": "unknown"}
 
 
-def lineage(params: config.Params, data_digest: str, arch: str, device: str) -> dict[str, str]:
+def lineage(params: config.Params, data_digest: str, device: str) -> dict[str, str]:
     """The tags that answer 'what exactly produced this run?'."""
     canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
     experiment = (
@@ -64,7 +64,7 @@ def lineage(params: config.Params, data_digest: str, arch: str, device: str) -> 
         | experiment
         | {
             "data_digest": data_digest,
-            "arch": arch,
+            "arch": params.train.arch,
             "device": device,
             "keras_backend": keras.backend.backend(),
             "params_hash": hashlib.sha256(canonical).hexdigest()[:16],

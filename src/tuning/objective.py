@@ -72,7 +72,7 @@ class Objective:
     def __init__(
         self,
         splits: data.Splits,
-        scaling: dict[str, float],
+        scaling: data.Scaling,
         parent_id: str,
         params: config.Params,
         fixed: dict[str, Any] | None = None,  # the -S train.*/seed values `params` holds
