@@ -33,13 +33,13 @@ EXPLAIN_DIR = paths.EXPLAIN_DIR
 Answer = np.ndarray | imaging.ImageError  # per file: its image or probabilities, or why not
 
 
-def load(uri: str) -> tuple[models.LoadedModel, str | None]:
+def load(uri: str, trust_code: bool) -> tuple[models.LoadedModel, str | None]:
     """The model and its registry version: a .keras file loads directly (no version); anything
     else is an MLflow model URI."""
     if uri.endswith(".keras"):
         cnn = model.load(Path(uri))
         return models.LoadedModel(lambda batch: cnn.predict(batch, verbose=0), cnn), None
-    return models.load_model(uri), models.resolved_version(uri)
+    return models.load_model(uri, trust_code), models.resolved_version(uri)
 
 
 def read_images(paths: list[Path]) -> list[Answer]:
@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=default, help=f"model URI or .keras file ({default})")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load a model whose code differs from this checkout's (it runs as you)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="also save per image a figure of the CNN's filters and feature maps for it "
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()
     images = read_images(args.images)
     good = [image for image in images if isinstance(image, np.ndarray)]
-    loaded, version = load(args.model)
+    loaded, version = load(args.model, args.trust_model_code)
     probabilities = iter(np.asarray(loaded.predict(np.stack(good))) if good else [])
     answers = [
         image if isinstance(image, imaging.ImageError) else next(probabilities) for image in images

@@ -35,9 +35,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_MB, help="request size cap")
+    parser.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="serve a model whose code differs from this checkout's (it runs as you)",
+    )
     args = parser.parse_args()
     runtime.configure()
-    app = RequestGuards(models.scoring_app(args.model), int(args.max_body_mb * 1_000_000))
+    scoring = models.scoring_app(args.model, args.trust_model_code)
+    app = RequestGuards(scoring, int(args.max_body_mb * 1_000_000))
     version = models.resolved_version(args.model)
     print(f"serving {args.model}" + (f" (version {version})" if version else ""), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -11,7 +11,7 @@ bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below
 
 from pathlib import Path
 
-from common import files, paths
+from common import files, paths, redact
 from ml import config, data, plots, runtime, training
 from tracking import lineage, logs, pipeline_run, store
 
@@ -54,7 +54,7 @@ def train(
     digest = data.digest_dir(paths.PROCESSED_DIR)
     tags = lineage.lineage(params, digest, device.describe())
     with pipeline_run.pipeline_run(params, tags) as run_id:
-        print(f"MLflow run {run_id} in {store.tracking_uri()}")
+        print(f"MLflow run {run_id} in {redact.uri(store.tracking_uri())}")
         print(
             f"training on {device.describe()}: {len(splits.train)} images, "
             f"validating on {len(splits.val)}"

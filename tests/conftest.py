@@ -157,6 +157,20 @@ def venv_env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
+def run_in_venv(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`command` in `cwd` with the venv first on PATH, its output captured, waited for at most
+    `timeout` seconds."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 # --- tuning: a scratch project ready for tune.py (test_tune, test_team) ---
 
 TINY_SPACE = {

@@ -15,7 +15,7 @@ import sqlalchemy
 from PIL import Image
 
 from common import bootstrap
-from conftest import REPO, venv_env
+from conftest import REPO, run_in_venv, venv_env
 from ml import config, model
 
 SRC = REPO / "src"
@@ -35,15 +35,7 @@ LOADING = {
 
 
 def interrupted(cwd: Path, moment: str, script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(LAUNCHER), moment, f"src/{script}.py", *args],
-        cwd=cwd,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_in_venv([sys.executable, str(LAUNCHER), moment, f"src/{script}.py", *args], cwd, 300)
 
 
 def assert_one_line(result: subprocess.CompletedProcess) -> None:

@@ -3,6 +3,7 @@ a non-zero exit, no traceback, and nothing lost or half-written. Tiny data, real
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -18,6 +19,7 @@ import mlflow
 import numpy as np
 import psutil
 import pytest
+from mlflow.exceptions import MlflowException
 from PIL import Image
 
 import predict
@@ -131,6 +133,19 @@ def test_a_damaged_model_file_is_named_with_the_fix(tmp_path, content):
     assert "File not found" not in str(err.value)
 
 
+@pytest.mark.parametrize("content", ["", '{"run_id": ', '["a list"]', '{"run_id": "nope"}'])
+def test_evaluate_names_a_damaged_run_file_before_any_work(processed_project, content):
+    models_dir = processed_project / "models"
+    models_dir.mkdir()
+    model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=2)])).save(
+        models_dir / "model.keras"
+    )
+    (models_dir / "mlflow_run.json").write_text(content)
+    result = run_stage(processed_project, "evaluate")
+    one_error_line(result, "mlflow_run.json", "rerun the train stage (`dvc repro -f train`)")
+    assert not (processed_project / "reports" / "eval").exists()
+
+
 def test_files_written_by_stages_are_readable_as_the_umask_allows(tmp_path):
     previous = os.umask(0o022)
     try:
@@ -224,14 +239,70 @@ def failing_server() -> Iterator[str]:
         yield url
 
 
-def test_a_server_failing_its_api_is_one_line_and_no_model(processed_project, failing_server):
-    env = {"MLFLOW_TRACKING_URI": failing_server, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    result = run_stage(processed_project, "train", env=env)
-    one_error_line(result, f"MLflow store {failing_server}", "check the server's log")
-    assert not (processed_project / "models").exists()
+def test_a_server_failing_its_api_fails_the_stage_at_connect_before_any_work(
+    processed_project, failing_server
+):
+    """MLflow's client would retry each call for minutes; the connect check asks the API once
+    (with the client's own retries, a restart mid-run is still ridden out)."""
+    result = run_stage(processed_project, "train", env={"MLFLOW_TRACKING_URI": failing_server})
+    one_error_line(
+        result,
+        f"MLflow tracking server {failing_server} answers HTTP 500",
+        "/api/2.0/mlflow/experiments/search: it is up but failing; see the server's log",
+    )
+    assert "training on" not in result.stdout and not (processed_project / "models").exists()
 
 
-def test_tracking_calls_ride_out_a_restart_but_give_up_sooner_than_mlflows_defaults(
+def test_a_failing_api_call_once_under_way_is_one_line_naming_the_store():
+    err = MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed")
+    assert "check the server's log" in str(store.store_failure(err))
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` and its files cannot be written: a read-only mount as root (whom file modes do
+    not stop, as in CI), the modes otherwise."""
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", folder, folder], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", folder, folder], check=True)
+            yield
+        finally:
+            subprocess.run(["umount", folder], check=True)
+    else:
+        modes = {path: path.stat().st_mode for path in (folder, *folder.iterdir())}
+        for path in modes:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+
+
+def test_a_read_only_tracking_store_fails_the_stage_at_connect_in_one_line(
+    processed_project, mlflow_store
+):
+    store.experiment_id("mnist-cnn")  # the store exists, with its tables
+    database = Path(mlflow_store.removeprefix("sqlite:///"))
+    with read_only(database.parent):
+        result = run_stage(processed_project, "train")
+    one_error_line(result, f"MLflow store {database} is read-only", "make it and its folder")
+    assert "training on" not in result.stdout and not (processed_project / "models").exists()
+
+
+def test_a_store_that_turns_read_only_mid_run_is_named_by_its_cause_not_sqlalchemy_s_notes():
+    message = (
+        "(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush "
+        "block if this flush is occurring prematurely)\n(sqlite3.OperationalError) attempt to "
+        "write a readonly database\n[SQL: INSERT INTO runs ...]"
+    )
+    line = str(store.store_failure(MlflowException(message)))
+    assert "attempt to write a readonly database; make the database file" in line
+    assert "autoflush" not in line
+
+
+def test_the_client_s_retry_defaults_are_set_and_a_user_s_own_choice_is_kept(
     monkeypatch, mlflow_store
 ):
     for name in store.HTTP_DEFAULTS:
@@ -243,11 +314,46 @@ def test_tracking_calls_ride_out_a_restart_but_give_up_sooner_than_mlflows_defau
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 
-def test_passwords_in_store_urls_are_masked():
-    assert store.masked("postgresql://bob:s3cret@db:5432/optuna") == (
-        "postgresql://bob:***@db:5432/optuna"
+# --- a full disk ---
+
+
+@contextlib.contextmanager
+def room_for(folder: Path, spare: int) -> Iterator[None]:
+    """`folder`, with what it holds, on a file system with `spare` bytes free: a small tmpfs
+    mounted over it, which needs root (CI and the development machines run as root)."""
+    held = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root; CI runs as root")
+    saved = folder.with_name(folder.name + ".saved")
+    shutil.copytree(folder, saved)
+    size = held + spare
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
+    try:
+        shutil.copytree(saved, folder, dirs_exist_ok=True)
+        yield
+    finally:
+        subprocess.run(["umount", folder], check=True)
+        shutil.rmtree(folder)
+        saved.rename(folder)
+
+
+def test_a_full_disk_while_train_saves_is_one_line_and_the_previous_model_stays(
+    processed_project, mlflow_store
+):
+    assert run_stage(processed_project, "train").returncode == 0
+    models_dir = processed_project / "models"
+    before = {path.name: path.read_bytes() for path in models_dir.iterdir()}
+    with room_for(models_dir, spare=400_000):
+        result = run_stage(processed_project, "train")
+        left = {path.name: path.read_bytes() for path in models_dir.iterdir()}
+    one_error_line(
+        result,
+        f"no space left on the file system at {models_dir} (writing {models_dir}/model.keras)",
+        "free some space there and rerun; the previous outputs are intact",
     )
-    assert store.masked("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert left == before  # the model and its run file whole, no temp file beside them
+    runs = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
 
 
 # --- killed stages ---

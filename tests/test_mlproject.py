@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import REPO, run_stage, venv_env
+from conftest import REPO, run_in_venv, run_stage
 from tracking import store
 
 
@@ -28,15 +28,7 @@ def prepared(project: Path, mirror) -> Path:
 
 def mlflow_run(project: Path, *options: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "mlflow", "run", ".", "-e", "train", "--env-manager", "local"]
-    result = subprocess.run(
-        [*command, *options],
-        cwd=project,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_in_venv([*command, *options], project, 600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -14,7 +14,10 @@ import pytest
 import predict
 from conftest import REPO, SHARED_MNIST, venv_env
 from ml import data
-from test_predict import as_user_png, photos
+from test_predict import as_user_png
+
+sys.path.insert(0, str(REPO / "bench"))
+import photos  # the benchmarks' image families, beside them in bench/
 
 pytestmark = pytest.mark.slow
 
@@ -126,8 +129,13 @@ def test_the_experiment_is_one_mlflow_run_in_the_default_store_with_a_registered
     assert version.tags["decision"].endswith(verdict)
 
 
+def fetched_test_digits(checkout: Path) -> data.Split:
+    """The real test digits as the checkout's fetch stage got (and verified) them."""
+    return data.read_pair(checkout / "data" / "raw", "t10k")
+
+
 def test_predict_reads_user_pngs_of_test_digits_right(checkout, tmp_path, capsys):
-    test = data.read_pair(SHARED_MNIST, "t10k")
+    test = fetched_test_digits(checkout)
     paths = []
     for index in range(20):  # odd sizes, both polarities, off-centre
         size = (61 + 17 * index, 45 + 23 * (index % 5))
@@ -142,17 +150,17 @@ def test_predict_reads_user_pngs_of_test_digits_right(checkout, tmp_path, capsys
     assert correct >= 19, f"{correct}/20 right: {predicted} vs {test.y[:20].tolist()}"
 
 
-def test_every_kind_of_user_image_is_read_right_through_the_cli(checkout, tmp_path, capsys):
+@pytest.mark.parametrize("family", list(photos.FAMILIES))
+def test_each_kind_of_user_image_is_read_right_through_the_cli(checkout, tmp_path, capsys, family):
     """Photos, scans, drawings, ... of real test digits (bench/photos.py), through predict.py
     with the model this checkout trained: at most one miss in each family of ten."""
-    test = data.read_pair(SHARED_MNIST, "t10k")
+    test = fetched_test_digits(checkout)
     model_file = checkout / "models" / "model.keras"
-    for index, family in enumerate(photos.FAMILIES):
-        paths = photos.write_family(family, test.x[:10, ..., 0], tmp_path / str(index), seed=1)
-        predict.main(["--json", "--model", str(model_file), *map(str, paths)])
-        answers = json.loads(capsys.readouterr().out)["files"]
-        right = sum(a.get("digit") == label for a, label in zip(answers, test.y[:10], strict=True))
-        assert right >= 9, f"{family}: {right} of 10 right"
+    paths = photos.write_family(family, test.x[:10, ..., 0], tmp_path, seed=1)
+    status = predict.main(["--json", "--model", str(model_file), *map(str, paths)])
+    answers = json.loads(capsys.readouterr().out)["files"]
+    right = sum(a.get("digit") == label for a, label in zip(answers, test.y[:10], strict=True))
+    assert status == 0 and right >= 9, f"{family}: {right} of 10 right"
 
 
 def test_a_second_repro_reruns_nothing(checkout):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +12,16 @@ from skimage import morphology
 
 import predict
 from common.errors import PipelineError
-from conftest import REPO, SHARED_MNIST
+from conftest import SHARED_MNIST
 from inference import imaging
 from ml import config, data, model
 from mnist_fakes import synthetic_digits
 
-sys.path.insert(0, str(REPO / "bench"))
-import photos
-from common import paths
-
 
 @pytest.fixture(scope="module")
 def mnist_test() -> data.Split:
-    """Real test digits; skipped (-ra shows it) where ../shared and $MNIST_MIRROR have none."""
+    """Real test digits (tests that use them are marked slow, which means real MNIST); skipped,
+    saying why, where ../shared and $MNIST_MIRROR have none."""
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"needs real MNIST in {SHARED_MNIST} (or $MNIST_MIRROR)")
     return data.read_pair(SHARED_MNIST, "t10k")
@@ -41,6 +37,7 @@ def as_user_png(digit: np.ndarray, path, size: tuple[int, int], dark_on_light: b
     Image.fromarray(255 - pixels if dark_on_light else pixels).convert("RGB").save(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("size", "dark_on_light"), [((151, 97), True), ((64, 203), False)])
 def test_a_user_png_converts_back_to_its_mnist_digit(tmp_path, mnist_test, size, dark_on_light):
     for index in range(10):
@@ -144,26 +141,6 @@ def test_explain_saves_one_figure_per_readable_image_without_overwriting(
     ]
     for figure in (explained[0], explained[2]):
         assert Path(figure).read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize("family", list(photos.FAMILIES))
-def test_each_distortion_family_is_read_right_through_the_cli(tmp_path, capsys, family):
-    """Real test digits drawn as each family, through predict.py's CLI with the trained model."""
-    if not paths.MODEL_FILE.is_file():
-        pytest.skip("needs models/model.keras: run `dvc repro`")
-    digits, labels = real_test_digits()
-    files = photos.write_family(family, digits, tmp_path, seed=1)
-    status = predict.main(["--json", "--model", str(paths.MODEL_FILE), *map(str, files)])
-    answers = json.loads(capsys.readouterr().out)["files"]
-    right = sum(answer.get("digit") == label for answer, label in zip(answers, labels, strict=True))
-    assert status == 0 and right >= len(labels) - 1, f"{right} of {len(labels)} right"
-
-
-def real_test_digits(count: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"needs real MNIST in {SHARED_MNIST} (or $MNIST_MIRROR)")
-    test = data.read_pair(SHARED_MNIST, "t10k")
-    return test.x[:count, ..., 0], test.y[:count]
 
 
 def test_two_digits_side_by_side_are_named_not_guessed(tmp_path):

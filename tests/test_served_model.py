@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -101,3 +103,26 @@ def test_logged_model_checks_and_predicts_like_the_keras_model(mlflow_store):
     # MLflow imports its own copy of served_model.py: the class differs, the error is the same.
     with pytest.raises(MlflowException, match="multiply by 255"):
         loaded.predict(PIXELS / 255.0)
+
+
+def test_a_model_logged_with_other_code_is_refused_unless_trusted(
+    mlflow_store, tmp_path, monkeypatch
+):
+    """A version anyone with an account registered, with code of their own: loading it would run
+    that code. predict.py and serve.py load only this checkout's, or what the user trusts."""
+    store.connect(mlflow_store)
+    mlflow.set_experiment("served")
+    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
+    with mlflow.start_run():
+        ours = models.log_and_register(cnn, PIXELS[:2, ..., np.newaxis], "digits")
+    theirs = tmp_path / "served_model.py"
+    theirs.write_text(Path(models.SERVED_MODEL).read_text() + "\nprint('any code at all')\n")
+    with monkeypatch.context() as patched, mlflow.start_run():
+        patched.setattr(models, "SERVED_MODEL", str(theirs))
+        other = models.log_and_register(cnn, PIXELS[:2, ..., np.newaxis], "digits")
+
+    assert models.load_model(f"models:/digits/{ours}").predict(PIXELS).shape == (3, 10)
+    with pytest.raises(models.UntrustedCode, match="pass --trust-model-code to load it anyway"):
+        models.load_model(f"models:/digits/{other}")
+    trusted = models.load_model(f"models:/digits/{other}", trust_code=True)
+    assert trusted.predict(PIXELS).shape == (3, 10)

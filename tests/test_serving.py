@@ -22,7 +22,7 @@ from ml import config, model
 from team import local_servers
 from tracking import models, registry, store
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.server
 
 PIXELS = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
 IMAGE = PIXELS[:1]

@@ -13,11 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import mlflow
 import optuna
+import psutil
 import pytest
 import requests
 
@@ -25,6 +27,7 @@ from conftest import (
     REPO,
     TINY_SPACE,
     closed_port_url,
+    run_in_venv,
     run_stage,
     set_tune,
     update_params,
@@ -38,6 +41,9 @@ from test_serving import wait_until_ready
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
+
+DVC_LIMIT_S = 900  # the longest one dvc command (or the queued experiments) may take here
+POLL_S = 2.0  # how often the queue's status is read while its experiments run
 
 
 def unavailable() -> str | None:
@@ -189,6 +195,43 @@ def test_the_server_turns_away_requests_and_stages_without_its_account(project, 
     assert "MLFLOW_TRACKING_USERNAME" in line and "not-the-password" not in line
 
 
+def test_passwords_in_the_tracking_uri_and_the_study_storage_reach_no_output_file_or_run(
+    tune_project, stack
+):
+    """The account's password inside MLFLOW_TRACKING_URI (MLflow's client and the connect check
+    both honour it) and the database's inside $OPTUNA_STORAGE, which params.yaml names: after
+    the pipeline, a search and predict, neither is in any output, file, param or tag."""
+    account = f"{stack['MLFLOW_TRACKING_USERNAME']}:{stack['MLFLOW_TRACKING_PASSWORD']}"
+    server = stack["MLFLOW_TRACKING_URI"]
+    uri = server.replace("http://", f"http://{account}@", 1)
+    env = {"MLFLOW_TRACKING_URI": uri, "OPTUNA_STORAGE": stack["OPTUNA_STORAGE"]}
+    update_params(tune_project, {"tracking": {"champion_floor": 0.0}})
+    set_tune(tune_project, storage="${OPTUNA_STORAGE}", n_trials=1, study="planted")
+    said = []
+    for stage, args in (("train", []), ("evaluate", []), ("tune", [])):
+        result = run_stage(tune_project, stage, env=env, args=args)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
+        said += [result.stdout, result.stderr]
+    digit = tune_project / "digit.png"
+    as_user_png(synthetic_digits(1, seed=4)[0][0], digit, (90, 70), dark_on_light=True)
+    predicted = run_stage(tune_project, "predict", env=env, args=[str(digit)])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    said += [predicted.stdout, predicted.stderr]
+    assert f" in {uri.replace(stack['MLFLOW_TRACKING_PASSWORD'], '***')}\n" in said[0]
+
+    planted = [stack["MLFLOW_TRACKING_PASSWORD"], secrets_of(stack)[2]]  # the database's last
+    files = [path for path in tune_project.rglob("*") if path.is_file() and not path.is_symlink()]
+    leaks = [str(path) for path in files if any(s.encode() in path.read_bytes() for s in planted)]
+    assert not leaks, leaks
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
+    assert len(runs) >= 3  # the pipeline's, the study's and its trial's
+    logged = [str(v) for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
+    assert not any(secret in text for secret in planted for text in [*said, *logged])
+    pipeline = next(r for r in runs if "tune.storage" in r.data.params)
+    assert pipeline.data.params["tune.storage"] == "${OPTUNA_STORAGE}"
+
+
 def test_a_training_run_rides_out_a_restart_of_the_tracking_server(
     project, mirror, stack_root, stack, monkeypatch
 ):
@@ -304,10 +347,10 @@ def test_teammates_share_data_models_and_queued_experiments_through_the_dvc_remo
     for name, rate in rates.items():
         dvc(alice, "exp", "run", "--queue", "--name", name, "-S", f"train.learning_rate={rate}")
     dvc(alice, "queue", "start", "-j", "2")
-    from dvc.repo import Repo
-
-    Repo(str(alice)).experiments.celery_queue.wait(list(rates))  # blocks until both are done
-    dvc(alice, "queue", "stop")
+    try:
+        wait_for_experiments(alice, rates)
+    finally:
+        stop_queue(alice)
     client = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
     queued = {r.info.run_name: r for r in runs if r.info.run_name in rates}
@@ -327,16 +370,50 @@ def git(root: Path, *args: str) -> None:
     subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
 
 
-def dvc(root: Path, *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=root,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def dvc(root: Path, *args: str) -> str:
+    command = ["dvc", *args]
+    try:
+        result = run_in_venv([sys.executable, "-m", *command], root, DVC_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{shlex.join(command)}` in {root} still running after {DVC_LIMIT_S} s")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def wait_for_experiments(
+    root: Path, names: Iterable[str], clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Until `dvc queue status` says each named experiment succeeded. Not until the queue's
+    workers exit: under load one may never do (its monitor thread dies on a JSONDecodeError
+    reading the filesystem broker, a race inside dvc-task), and its experiment is done anyway."""
+    wanted, deadline = set(names), clock() + DVC_LIMIT_S
+    while True:
+        status = dvc(root, "queue", "status")
+        rows = [line.split() for line in status.splitlines()]
+        states = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in wanted}
+        if {name for name, state in states.items() if state in ("Success", "Failed")} == wanted:
+            break
+        if clock() > deadline:
+            pytest.fail(f"queued {sorted(wanted)} not done in {DVC_LIMIT_S} s:\n{status}")
+        time.sleep(POLL_S)
+    assert set(states.values()) == {"Success"}, status
+
+
+def stop_queue(root: Path) -> None:
+    """`dvc queue stop --kill`, then any worker of this repo still running is ended: none may
+    outlive the test."""
+    dvc(root, "queue", "stop", "--kill")
+    workers = [
+        process
+        for process in psutil.process_iter(["cmdline", "cwd"])
+        if "queue-worker" in (process.info["cmdline"] or []) and process.info["cwd"] == str(root)
+    ]
+    for worker in workers:
+        worker.terminate()
+    _, lingering = psutil.wait_procs(workers, timeout=30)
+    for worker in lingering:
+        worker.kill()
+    assert not psutil.wait_procs(lingering, timeout=30)[1]
 
 
 def digests(path: Path) -> dict[str, str]:

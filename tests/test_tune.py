@@ -448,10 +448,13 @@ def test_a_joiner_whose_creator_never_records_a_parent_makes_it_after_waiting(tm
 
 def test_the_next_step_hints_name_the_storage_variable_not_its_password(monkeypatch):
     url = "postgresql://team:hunter2@db:5432/optuna"
-    tune = config.load(overrides=[f"tune.storage={url}", "tune.study=shared"]).tune
+    flagged = {"tune.storage": url, "tune.study": "shared"}  # tune.py's --storage and --study
+    tune = config.load(values=flagged).tune
     assert search.flags(tune) == "--study shared --storage postgresql://team:***@db:5432/optuna"
     monkeypatch.setenv("OPTUNA_STORAGE", url)
     assert search.flags(tune) == '--study shared --storage "$OPTUNA_STORAGE"'
+    named = config.load(overrides=["tune.storage=${TEAM_DB}", "tune.study=shared"]).tune
+    assert search.flags(named) == '--study shared --storage "$TEAM_DB"'
 
 
 def test_apply_sets_only_the_leaves_that_differ_and_whole_lists_whose_length_changed():

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from common import stderr_filter
+from common import redact, stderr_filter
 from common.errors import as_pipeline_error
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
@@ -64,8 +64,13 @@ LIBRARY_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MPLBACKEND": "Agg",  # figures are files: no GUI backend, also for Optuna's pyplot plots
 }
-# A warning that this uv-made environment has no pip (the model's requirements are pinned).
-QUIET_LOGGERS = {"mlflow.utils.environment": logging.ERROR}
+QUIET_LOGGERS = {
+    # A warning that this uv-made environment has no pip (the model's requirements are pinned).
+    "mlflow.utils.environment": logging.ERROR,
+    # MLflow's SQL store logs each database error with its traceback (~90 lines) before raising
+    # it, and the stage turns that error into one line (tracking.store.store_failure).
+    "mlflow.store.db.utils": logging.CRITICAL,
+}
 # Warnings with nothing to act on (the start of their message): a local .npz fits two kinds of
 # MLflow dataset source (both LocalArtifactDatasetSource). Optuna's are tuning.search's.
 IGNORED_WARNINGS = ("The specified dataset source can be interpreted",)
@@ -110,7 +115,7 @@ def run(main: Callable[[], int | None]) -> NoReturn:
         known = as_pipeline_error(err)
         if known is None:
             raise
-        print(f"error: {known}", file=sys.stderr)
+        print(f"error: {redact.text(str(known))}", file=sys.stderr)
         sys.exit(1)
     _working = False
     sys.exit(status)

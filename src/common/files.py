@@ -3,6 +3,7 @@ JSON input that fails with one clear line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -11,7 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common.errors import PipelineError
+from common.errors import PipelineError, translator
+
+# What a write fails with when the disk (or the user's quota, or `ulimit -f`) has no room.
+FULL = {
+    errno.ENOSPC: "no space left on the file system",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file is over this process's size limit (ulimit -f)",
+}
 
 
 @contextmanager
@@ -29,6 +37,11 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         tmp.replace(target)
+    except Exception as err:
+        full = full_cause(err)
+        if full is None:
+            raise
+        raise DiskFullError(full, target) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -69,3 +82,38 @@ def read_json(path: Path, fix: str) -> Any:
         raise PipelineError(f"{path} is missing: {fix}") from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PipelineError(f"{path}: not readable JSON ({err}); {fix}") from err
+
+
+class DiskFullError(PipelineError):
+    """A write found no room; the message names the file system and the file."""
+
+    def __init__(self, cause: OSError, target: Path | None = None) -> None:
+        written = target or (Path(cause.filename) if cause.filename else None)
+        where = f" at {mount_point(written)} (writing {written})" if written else ""
+        super().__init__(
+            f"{FULL[cause.errno]}{where}: free some space there and rerun; the previous outputs "
+            f"are intact"
+        )
+
+
+def full_cause(err: BaseException) -> OSError | None:
+    """The OSError saying there is no room, however deep a library wrapped it."""
+    cause: BaseException | None = err
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in FULL):
+        cause = cause.__cause__ or cause.__context__
+    return cause if isinstance(cause, OSError) else None
+
+
+def mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not path.is_mount() and path != path.parent:
+        path = path.parent
+    return path
+
+
+@translator
+def file_system_full(err: Exception) -> PipelineError | None:
+    """A write outside atomic_path (a library's own, MLflow's artifact copy) that found no room.
+    The atomic writes left the previous outputs whole, so freeing space is all there is to do."""
+    full = full_cause(err)
+    return None if full is None else DiskFullError(full)

@@ -18,6 +18,8 @@ import signal
 import sys
 import time
 
+from common import redact
+
 # absl's INFO and WARNING lines ("I0000 00:00:1795739037.722984    9172 port.cc:153] ...") and
 # the two ERROR lines TensorFlow prints on every CPU-only run.
 NOISE = re.compile(
@@ -65,14 +67,22 @@ def _run_filter(source: int, noise: re.Pattern[bytes]) -> None:
 
 
 def copy(source: int, target: int, noise: re.Pattern[bytes]) -> None:
+    """Copy line by line, dropping `noise` and hiding secrets (a library's log line or a
+    traceback may quote a URL with its password)."""
+    secrets = redact.known_secrets()
     pending = b""
     while chunk := os.read(source, 65536):
         *lines, pending = (pending + chunk).split(b"\n")
-        kept = [line + b"\n" for line in lines if not noise.match(line)]
+        kept = [hidden(line, secrets) + b"\n" for line in lines if not noise.match(line)]
         if kept:
             os.write(target, b"".join(kept))
     if pending and not noise.match(pending):
-        os.write(target, pending)
+        os.write(target, hidden(pending, secrets))
+
+
+def hidden(line: bytes, secrets: list[str]) -> bytes:
+    text = line.decode("utf-8", "surrogateescape")  # any bytes through unchanged
+    return redact.text(text, secrets).encode("utf-8", "surrogateescape")
 
 
 def _restore(real: int, child: int) -> None:

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common import paths
+from common import paths, redact
 from common.errors import PipelineError
+from ml import params_errors
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -122,7 +123,7 @@ PRUNERS: tuple[str, ...] = get_args(PrunerName)
 
 class TuneParams(Strict):
     study: str = Field(min_length=1)
-    storage: str | None  # None: the embedded SQLite default, see studies.py
+    storage: str | None  # None: the SQLite default; ${NAME}: the URL in $NAME (tuning.storage)
     n_trials: PositiveInt  # per worker process
     max_trials: PositiveInt | None  # for the whole study, across workers
     timeout_s: Annotated[float, Field(gt=0)] | None
@@ -163,7 +164,9 @@ def _check_train_value(train: TrainParams, path: str, value: Any) -> None:
     except ParamsError as err:
         raise ValueError(f"tune.space: {err}") from err
     except ValidationError as err:
-        raise ValueError(f"tune.space: {path}={value!r}: {_reason(err.errors()[0])}") from err
+        raise ValueError(
+            f"tune.space: {path}={value!r}: {params_errors.reason(err.errors()[0])}"
+        ) from err
 
 
 class ParamsError(PipelineError):
@@ -183,12 +186,28 @@ def load(
         raise ParamsError(f"{path} not found: run from a checkout of the project") from err
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
-    for key, value in [*map(parse_override, overrides), *(values or {}).items()]:
+    for key, value in map(parse_override, overrides):
+        set_path(raw, key, value)
+    refuse_written_passwords(raw, path.name)  # the values tune.py's flags give are not written
+    for key, value in (values or {}).items():
         set_path(raw, key, value)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(path.name, err, raw)) from err
+        raise ParamsError(params_errors.describe(path.name, err, raw)) from err
+
+
+def refuse_written_passwords(raw: Any, source: str) -> None:
+    """params.yaml is committed, and its values are logged to MLflow: a database password in
+    tune.storage would reach every clone and every run. It names a variable instead."""
+    tune = raw.get("tune") if isinstance(raw, dict) else None
+    storage = tune.get("storage") if isinstance(tune, dict) else None
+    if isinstance(storage, str) and redact.has_secret(storage):
+        raise ParamsError(
+            f"{source}: tune.storage holds a password, and params.yaml is committed and logged; "
+            f"export the URL (export OPTUNA_STORAGE='{redact.uri(storage)}' with the password) "
+            f'and write `storage: ${{OPTUNA_STORAGE}}`, or pass --storage "$OPTUNA_STORAGE"'
+        )
 
 
 def with_values(params: Params, values: Mapping[str, Any]) -> Params:
@@ -200,7 +219,7 @@ def with_values(params: Params, values: Mapping[str, Any]) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe("the params", err, raw)) from err
+        raise ParamsError(params_errors.describe("the params", err, raw)) from err
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -265,30 +284,3 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 
 def given_overrides(items: Sequence[str]) -> list[str]:
     return [item for item in items if not item.endswith("=")]
-
-
-def _describe(source: str, err: ValidationError, raw: Any) -> str:
-    lines = [f"{source} is invalid:"]
-    for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"])
-        reason = _reason(problem)
-        if problem["loc"][:2] == ("tune", "space") and problem["type"] == "model_type":
-            reason = _not_a_dimension(raw["tune"]["space"])
-        lines.append(f"  {key}: {reason}" if key else f"  {reason}")  # no key: a cross-check
-    return "\n".join(lines)
-
-
-def _not_a_dimension(space: Mapping[str, Any]) -> str:
-    """For a tune.space entry that is no {low, high} or {choices}: most often a misspelled
-    dimension in `-S tune.space.<dimension>.high=...`, which adds a key instead of changing one."""
-    dimensions = ", ".join(key for key, dim in space.items() if isinstance(dim, dict))
-    return (
-        "not a search dimension ({low, high[, log]} or {choices: [...]}); "
-        f"to change a bound, name one of the dimensions: {dimensions}"
-    )
-
-
-def _reason(problem: Mapping[str, Any]) -> str:
-    if problem["type"] == "extra_forbidden":
-        return "unknown key (check its spelling)"
-    return problem["msg"].removeprefix("Value error, ")

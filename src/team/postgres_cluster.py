@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from common import files
 from common.errors import PipelineError
 
 USER = "team"
@@ -35,7 +36,7 @@ def create(data: Path, port: int, password: str, databases: tuple[str, ...]) -> 
     binaries = _binaries()
     data.parent.mkdir(parents=True, exist_ok=True)
     password_file = data.parent / ".pg-password"
-    password_file.write_text(password)
+    files.write_private(password_file, password)  # the owner's alone from the first byte
     _give_to_service_account(data.parent, password_file)
     try:
         _run([binaries / "initdb", "-D", data, "-U", USER, "-A", "scram-sha-256",

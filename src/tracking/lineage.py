@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from common import paths
+from common import paths, redact
 from ml import config
 
 
@@ -51,6 +51,13 @@ def git_state(root: Path = paths.ROOT) -> dict[str, str]:
         return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": str(bool(changed)).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown (not a git checkout)", "git_dirty": "unknown"}
+
+
+def logged_params(params: config.Params) -> dict[str, Any]:
+    """params.yaml's values by dotted key, as MLflow params; a secret in one (a storage URL a
+    flag gave with its password) is hidden."""
+    flat = flatten(params.model_dump(mode="json"))
+    return {key: redact.text(v) if isinstance(v, str) else v for key, v in flat.items()}
 
 
 def lineage(params: config.Params, data_digest: str, device: str) -> dict[str, str]:

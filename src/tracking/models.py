@@ -13,11 +13,13 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
+from common import redact
 from tracking import registry, store
 
 # Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack:
@@ -97,28 +99,53 @@ class LoadedModel:
     cnn: keras.Model  # the Keras model inside, for looking at its layers
 
 
-def load_model(uri: str) -> LoadedModel:
+class UntrustedCode(store.TrackingError):
+    """The model's code is not this checkout's served_model.py; the message says how to go on."""
+
+
+def load_model(uri: str, trust_code: bool = False) -> LoadedModel:
     """Load a logged or registered model (e.g. models:/mnist-cnn@champion).
 
     Through pyfunc, as `mlflow models serve` loads it: the same checks and the same fast path.
     """
-    logged = load_pyfunc(uri)
+    logged = load_pyfunc(uri, trust_code)
     return LoadedModel(logged.predict, logged.unwrap_python_model().cnn)
 
 
-def scoring_app(uri: str) -> Any:
+def scoring_app(uri: str, trust_code: bool = False) -> Any:
     """MLflow's scoring server (the ASGI app `mlflow models serve` runs) for this model."""
     from mlflow.pyfunc import scoring_server  # imports FastAPI: only the server needs it
 
-    return scoring_server.init(load_pyfunc(uri))
+    return scoring_server.init(load_pyfunc(uri, trust_code))
 
 
-def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
+def load_pyfunc(uri: str, trust_code: bool = False) -> mlflow.pyfunc.PyFuncModel:
+    """Download the model, check the code it would run, then load it."""
     store.connect(store.tracking_uri())
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    except MlflowException as err:
-        raise store.TrackingError(
-            f"cannot load model {uri} from {store.masked(mlflow.get_tracking_uri())}: "
-            f"{err.message}. Run `dvc repro` to train and register one."
-        ) from err
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch))
+        except MlflowException as err:
+            raise store.TrackingError(
+                f"cannot load model {uri} from {redact.uri(mlflow.get_tracking_uri())}: "
+                f"{err.message}. Run `dvc repro` to train and register one."
+            ) from err
+        if not trust_code:
+            check_code(uri, local)
+        return mlflow.pyfunc.load_model(str(local))
+
+
+def check_code(uri: str, model_dir: Path) -> None:
+    """Loading a model runs the code logged with it, as whoever loads it, and any account that
+    may register a version could have logged any code. Only the code this checkout serves with
+    is run unless the user says otherwise."""
+    flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["python_function"]
+    logged = model_dir / Path(flavor.get("model_code_path") or "unknown").name
+    if logged.is_file() and logged.read_bytes() == Path(SERVED_MODEL).read_bytes():
+        return
+    raise UntrustedCode(
+        f"{uri} would run code other than this checkout's src/tracking/served_model.py (a model "
+        f"logged by another version of the project, or by someone else): loading it runs that "
+        f"code as you; read it (`mlflow artifacts download -u {uri}`), then pass "
+        f"--trust-model-code to load it anyway"
+    )

@@ -41,7 +41,7 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
     ):
         if in_project:
             note_foreign_experiment(run.info.experiment_id, params.tracking.experiment)
-        mlflow.log_params(lineage.flatten(params.model_dump(mode="json")))
+        mlflow.log_params(lineage.logged_params(params))
         mlflow.set_tags(tags | {OWNER_TAG: this_process()})
         yield run.info.run_id
 
@@ -100,25 +100,34 @@ def end_orphaned_runs(experiment: str) -> list[str]:
 
 
 def save_run_file(run_id: str, path: Path = paths.RUN_FILE) -> None:
-    files.write_json(path, {"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()})
+    """The run for evaluate to resume, and its store as a teammate's clone can read it."""
+    files.write_json(
+        path, {"run_id": run_id, "tracking_uri": store.recorded(mlflow.get_tracking_uri())}
+    )
 
 
 @contextmanager
 def resumed_run(path: Path = paths.RUN_FILE) -> Iterator[str]:
     """Reopen the run that train started, so evaluation lands in the same run. Under
-    `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run."""
+    `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run.
+    The store is this process's (the file holds no credentials); it must be the one train used."""
     fix = "rerun the train stage (`dvc repro -f train`)"
     saved = files.read_json(path, fix)
     if not isinstance(saved, dict) or not {"run_id", "tracking_uri"} <= set(saved):
-        raise store.TrackingError(f"{path}: no run_id and store.tracking_uri in it; {fix}")
-    store.connect(saved["tracking_uri"])
+        raise store.TrackingError(f"{path}: no run_id and tracking_uri in it; {fix}")
+    uri = store.tracking_uri()
+    if store.recorded(uri) != saved["tracking_uri"]:
+        raise store.TrackingError(
+            f"{path} names a run in {saved['tracking_uri']}, but this process logs to "
+            f"{store.recorded(uri)}: set MLFLOW_TRACKING_URI as train had it, or {fix}"
+        )
+    store.connect(uri)
     run_id = os.environ.get("MLFLOW_RUN_ID", saved["run_id"])
     try:
         mlflow.MlflowClient().get_run(run_id)
     except MlflowException as err:
         raise store.TrackingError(
-            f"cannot resume MLflow run {run_id} in {store.masked(saved['tracking_uri'])}: "
-            f"{err.message}; {fix}"
+            f"cannot resume MLflow run {run_id} in {saved['tracking_uri']}: {err.message}; {fix}"
         ) from err
     with mlflow.start_run(run_id=run_id) as run, ended_as_killed_on_interrupt():
         mlflow.set_tags({"trained_in_run": saved["run_id"], OWNER_TAG: this_process()})

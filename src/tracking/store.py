@@ -1,21 +1,20 @@
 """Where MLflow runs go and how to reach the store: the tracking URI, connecting with a check of
 the server and the account, experiments, the UI link, and store failures as one line.
 
-Every printed or logged URI goes through `masked`: a password never leaves the process.
+Every printed or logged URI goes through `redact.uri`: a password never leaves the process.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import requests
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from common import paths
+from common import paths, redact
 from common.errors import PipelineError, translator
 
 # MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
@@ -33,8 +32,12 @@ STORE_FIXES = {
     "database is locked": "another process holds a write lock on it; retry when it is done",
     "readonly database": "make the database file and its folder writable for this user",
     "unable to open database": "check that the database's folder exists and is writable",
+    "database or disk is full": "the file system holding it is full; free some space there",
     "API request": "the server failed the request; check the server's log",
 }
+UNKNOWN_FIX = "check MLFLOW_TRACKING_URI, or unset it to log to mlflow.db in the repo"
+# SQLAlchemy's notes that open its message, ahead of the database's own words.
+NOT_THE_CAUSE = ("(raised as a result of Query-invoked autoflush", "(Background on this error")
 # MLflow's UI (3.17) opens every experiment on its GenAI pages unless the user picks "Model
 # training" (remembered by the browser) or the URL asks for it; the experiment's own
 # mlflow.experimentKind tag does not change that. Links the stages print ask for it.
@@ -42,6 +45,8 @@ UI_RUNS_QUERY = "workflowType=machine_learning"
 # How long connect() waits for a server to accept the connection: one that is down refuses it
 # at once, and a host that drops packets should not hold a stage for long.
 PROBE_CONNECT_S = 5.0
+# The embedded store, as mlflow_run.json records it: mlflow.db in the repo root.
+EMBEDDED_STORE = "sqlite:///mlflow.db (in the repo root)"
 # mlflow ui's address when it serves the embedded store.
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -50,27 +55,17 @@ class TrackingError(PipelineError):
     """The tracking store cannot be reached or used; the message says which URI and how to fix."""
 
 
-def masked(uri: str) -> str:
-    """The URI without its password: postgresql://user:***@host/db."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 @translator
 def store_failure(err: Exception) -> TrackingError | None:
     """An MLflow or database error, as one line with the store and what to do."""
     if not isinstance(err, MlflowException | SQLAlchemyError):
         return None
     message = str(err.message if isinstance(err, MlflowException) else err)
-    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
-    fix = next(
-        (fix for phrase, fix in STORE_FIXES.items() if phrase in message),
-        "check MLFLOW_TRACKING_URI, or unset it to log to mlflow.db in the repo",
-    )
-    return TrackingError(f"MLflow store {masked(mlflow.get_tracking_uri())}: {first[:300]}; {fix}")
+    lines = [line for line in message.strip().splitlines() if not line.startswith(NOT_THE_CAUSE)]
+    known = [(line, fix) for line in lines for phrase, fix in STORE_FIXES.items() if phrase in line]
+    first, fix = (known or [(lines[0] if lines else type(err).__name__, UNKNOWN_FIX)])[0]
+    where = redact.uri(mlflow.get_tracking_uri())
+    return TrackingError(f"MLflow store {where}: {first[:300]}; {fix}")
 
 
 def store_root() -> Path:
@@ -81,7 +76,17 @@ def store_root() -> Path:
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI (a team server), else sqlite:///<repo>/mlflow.db, which `mlflow ui`
     reads when started in the repo root. Absolute, so every working directory logs to one store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
+
+
+def embedded_uri() -> str:
+    return f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def recorded(uri: str) -> str:
+    """The store as a file that travels names it (mlflow_run.json, which `dvc push` uploads): no
+    password, and the embedded store as the repo's mlflow.db, wherever a clone keeps it."""
+    return EMBEDDED_STORE if uri == embedded_uri() else redact.uri(uri)
 
 
 def connect(uri: str) -> None:
@@ -91,7 +96,20 @@ def connect(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         probe(uri, "health")
         check_credentials(uri)
+    elif uri.startswith("sqlite:///"):
+        check_writable(Path(uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(uri)
+
+
+def check_writable(database: Path) -> None:
+    """Every stage writes to the store: a read-only database (or folder, which SQLite needs for
+    its journal) fails now, before any training, and not as SQLAlchemy's error at the end."""
+    for path in (database, database.parent):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise TrackingError(
+                f"MLflow store {database} is read-only ({path} cannot be written): make it and "
+                f"its folder writable for this user, or set MLFLOW_TRACKING_URI to another store"
+            )
 
 
 def probe(uri: str, path: str, **request: object) -> requests.Response:
@@ -103,9 +121,15 @@ def probe(uri: str, path: str, **request: object) -> requests.Response:
         answer = requests.get(f"{uri.rstrip('/')}/{path}", timeout=timeouts, **request)
         if answer.status_code not in (401, 403):
             answer.raise_for_status()
+    except requests.HTTPError as err:  # it answers, but fails: broken, not busy
+        raise TrackingError(
+            f"MLflow tracking server {redact.uri(uri)} answers HTTP {err.response.status_code} "
+            f"to /{path}: it is up but failing; see the server's log (its database or artifact "
+            f"store), or unset MLFLOW_TRACKING_URI to log to sqlite:///mlflow.db in the repo"
+        ) from err
     except requests.RequestException as err:
         raise TrackingError(
-            f"MLflow tracking server {masked(uri)} does not answer ({type(err).__name__}). "
+            f"MLflow tracking server {redact.uri(uri)} does not answer ({type(err).__name__}). "
             f"Start it, fix MLFLOW_TRACKING_URI, or unset it to log to sqlite:///mlflow.db in "
             f"the repo."
         ) from err
@@ -128,7 +152,7 @@ def check_credentials(uri: str) -> None:
     if answer.status_code in (401, 403):
         given = "were refused" if all(account) else "are not set"
         raise TrackingError(
-            f"MLflow tracking server {masked(uri)} requires an account (HTTP "
+            f"MLflow tracking server {redact.uri(uri)} requires an account (HTTP "
             f"{answer.status_code}): the credentials {given}; set MLFLOW_TRACKING_USERNAME and "
             f"MLFLOW_TRACKING_PASSWORD to an account on it"
         )
@@ -156,6 +180,6 @@ def runs_page(run_id: str) -> str:
     uri = mlflow.get_tracking_uri()
     served = uri.startswith(("http://", "https://"))
     experiment = mlflow.get_run(run_id).info.experiment_id
-    page = f"{masked(uri.rstrip('/') if served else LOCAL_UI)}/#/experiments/{experiment}/runs"
+    page = f"{redact.uri(uri.rstrip('/') if served else LOCAL_UI)}/#/experiments/{experiment}/runs"
     link = f"{page}?{UI_RUNS_QUERY}"
     return link if served else f"`mlflow ui` in the repo root, then {link}"

@@ -26,9 +26,9 @@ from filelock import FileLock
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from common import redact
 from common.errors import PipelineError
 from ml import config
-from tracking import store
 from tuning import pruning, runs, storage
 
 # The study remembers the train.* and seed values its command fixed with -S: its trials are only
@@ -53,7 +53,7 @@ def open_study(
         if name not in optuna.get_all_study_names(rdb):
             known = ", ".join(optuna.get_all_study_names(rdb)) or "none yet"
             raise PipelineError(
-                f"no study named {name!r} in {store.masked(rdb.url)} (studies there: {known});"
+                f"no study named {name!r} in {redact.uri(rdb.url)} (studies there: {known});"
                 f" run `python src/tune.py --study {name}` to search first"
             )
         return optuna.load_study(

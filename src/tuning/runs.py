@@ -13,6 +13,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import RunStatus, RunTag
 
+from common import redact
 from tracking import store
 
 # A pruned trial did what was asked of it: FINISHED, its trial_state tag says PRUNED (KILLED
@@ -36,7 +37,7 @@ def study_run(experiment: str, study: str, storage: str) -> str:
     run = mlflow.MlflowClient().create_run(
         exp,
         run_name=f"study-{study}",
-        tags={"optuna_study": study, "optuna_storage": store.masked(storage)},
+        tags={"optuna_study": study, "optuna_storage": redact.uri(storage)},
     )
     return run.info.run_id
 

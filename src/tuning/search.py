@@ -17,10 +17,10 @@ import keras
 import optuna
 from optuna.storages import RDBStorage
 
-from common import files, paths
+from common import files, paths, redact
 from ml import config, params_file, training
 from tracking import lineage, models, store
-from tuning import coordination, objective, runs, summary
+from tuning import coordination, objective, runs, storage, summary
 from tuning.progress import SearchProgress, TrialReport, clock_time
 
 STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
@@ -108,7 +108,7 @@ def announce(
 ) -> None:
     limit = "" if tune.timeout_s is None else f", for at most {clock_time(tune.timeout_s)}"
     print(
-        f"study {tune.study} in {store.masked(rdb.url)}: {len(study.trials)} trials so "
+        f"study {tune.study} in {redact.uri(rdb.url)}: {len(study.trials)} trials so "
         f"far; this worker runs up to {tune.n_trials}{limit}"
     )
     print(f"searching {', '.join(space)}")
@@ -120,11 +120,13 @@ def flags(tune: config.TuneParams) -> str:
     """The options that name the study, for the commands the user is told to run next."""
     if not tune.storage:
         return f"--study {tune.study}"
-    # The URL's password is never printed: where it came from $OPTUNA_STORAGE (the README's
-    # way), the hint names the variable, so it runs as printed.
-    given = os.environ.get(STORAGE_VARIABLE) == tune.storage
-    storage = f'"${STORAGE_VARIABLE}"' if given else store.masked(tune.storage)
-    return f"--study {tune.study} --storage {storage}"
+    # The URL's password is never printed: where it came from a variable ($OPTUNA_STORAGE is
+    # the README's way), the hint names the variable, so it runs as printed.
+    name = storage.variable(tune.storage)
+    if name is None and os.environ.get(STORAGE_VARIABLE) == tune.storage:
+        name = STORAGE_VARIABLE
+    shown = f'"${name}"' if name else redact.uri(tune.storage)
+    return f"--study {tune.study} --storage {shown}"
 
 
 def act_on_best(params: config.Params, apply: bool, register: bool) -> None:

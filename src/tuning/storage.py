@@ -3,27 +3,50 @@ with heartbeats so that a killed worker's trial is failed and retried once."""
 
 from __future__ import annotations
 
+import os
+import re
+
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.exc import OperationalError
 
-from common import paths
+from common import paths, redact
 from common.errors import PipelineError
 from ml import config
-from tracking import store
 
 STUDIES_DB = paths.ROOT / "optuna" / "studies.db"
 # Held while a process opens the default storage: two processes creating its tables at once
 # collide (sqlite3.IntegrityError on alembic_version; optuna/optuna#4621).
 STUDIES_LOCK = STUDIES_DB.with_suffix(".lock")
 CONNECT_TIMEOUT_S = 10
+# tune.storage: ${OPTUNA_STORAGE} names the variable that holds the URL (and its password).
+REFERENCE = re.compile(r"\$\{(\w+)\}")
 
 
-def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
+def variable(given: str) -> str | None:
+    """The variable that `given` names (${NAME}), if it names one."""
+    found = REFERENCE.fullmatch(given.strip())
+    return found[1] if found else None
+
+
+def resolved(given: str | None) -> str | None:
+    """The storage URL: `given` itself, or the value of the variable it names."""
+    if not given or (name := variable(given)) is None:
+        return given or None
+    if not os.environ.get(name):
+        raise PipelineError(
+            f"tune.storage names ${name}, which is not set: export {name}=postgresql://user:"
+            f"password@host/db (team_stack.py's env file does), or empty tune.storage for the "
+            f"local SQLite file"
+        )
+    return os.environ[name]
+
+
+def storage(given: str | None, tune: config.TuneParams) -> RDBStorage:
     """SQLite by default (measured: a 60 s lock timeout held 64 workers, the default 5 s lost
-    trials); any RDB URL (postgresql://...) for workers on many machines. Heartbeats turn a
-    killed worker's RUNNING trial into FAIL and retry it once."""
-    if url is None:
-        url = f"sqlite:///{STUDIES_DB}"
+    trials); any RDB URL (postgresql://...) for workers on many machines, given as is or as the
+    ${NAME} of the variable holding it. Heartbeats turn a killed worker's RUNNING trial into
+    FAIL and retry it once."""
+    url = resolved(given) or f"sqlite:///{STUDIES_DB}"
     if url.startswith("sqlite"):
         engine: dict = {"connect_args": {"timeout": 60}}
     else:
@@ -43,11 +66,11 @@ def storage(url: str | None, tune: config.TuneParams) -> RDBStorage:
     except OperationalError as err:  # opening the storage connects: a server down fails here
         cause = str(err.orig).strip().splitlines()[0][:200]
         raise PipelineError(
-            f"cannot open the study storage {store.masked(url)}: {cause}; start the "
+            f"cannot open the study storage {redact.uri(url)}: {cause}; start the "
             f"database, or fix --storage / tune.storage"
         ) from err
     except ImportError as err:  # SQLAlchemy found no driver for the URL's database
         raise PipelineError(
-            f"no database driver for the study storage {store.masked(url)}: for PostgreSQL "
+            f"no database driver for the study storage {redact.uri(url)}: for PostgreSQL "
             f"run `uv sync --extra team`; else install the SQLAlchemy driver for that database"
         ) from err
