@@ -349,9 +349,25 @@ def test_a_full_disk_while_train_saves_is_one_line_and_the_previous_model_stays(
     one_error_line(
         result,
         f"no space left on the file system at {models_dir} (writing {models_dir}/model.keras)",
-        "free some space there and rerun; the previous outputs are intact",
+        "free some space there and rerun the stage; no file was left half-written",
     )
     assert left == before  # the model and its run file whole, no temp file beside them
+    runs = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
+
+
+def test_a_full_disk_under_the_runs_artifacts_is_one_line_and_the_run_failed(
+    processed_project, mlflow_store
+):
+    """The embedded store's artifacts (mlruns/) on a full file system: MLflow's own copy fails,
+    deep inside it; the stage still says what is full in one line."""
+    assert run_stage(processed_project, "train").returncode == 0
+    artifacts = Path(mlflow_store.removeprefix("sqlite:///")).parent / "mlruns"
+    with room_for(artifacts, spare=20_000):
+        result = run_stage(processed_project, "train")
+    one_error_line(
+        result, f"no space left on the file system at {artifacts} (writing under", "rerun the stage"
+    )
     runs = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
     assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,15 +85,28 @@ def read_json(path: Path, fix: str) -> Any:
         raise PipelineError(f"{path}: not readable JSON ({err}); {fix}") from err
 
 
+# Folders libraries write to for this process (MLflow's artifacts): their errors may name no file.
+_library_outputs: list[Path] = []
+# Free bytes below which a file system counts as the full one.
+NEARLY_FULL = 1_000_000
+
+
+def library_writes_to(folder: Path) -> None:
+    """Name a folder a library writes to, so a full disk there is named when it says nothing."""
+    _library_outputs.append(folder)
+
+
 class DiskFullError(PipelineError):
     """A write found no room; the message names the file system and the file."""
 
     def __init__(self, cause: OSError, target: Path | None = None) -> None:
         written = target or (Path(cause.filename) if cause.filename else None)
         where = f" at {mount_point(written)} (writing {written})" if written else ""
+        if written is None and (full := nearly_full(_library_outputs)) is not None:
+            where = f" at {mount_point(full)} (writing under {full})"
         super().__init__(
-            f"{FULL[cause.errno]}{where}: free some space there and rerun; the previous outputs "
-            f"are intact"
+            f"{FULL[cause.errno]}{where}: free some space there and rerun the stage; no file "
+            f"was left half-written"
         )
 
 
@@ -102,6 +116,12 @@ def full_cause(err: BaseException) -> OSError | None:
     while cause is not None and not (isinstance(cause, OSError) and cause.errno in FULL):
         cause = cause.__cause__ or cause.__context__
     return cause if isinstance(cause, OSError) else None
+
+
+def nearly_full(folders: list[Path]) -> Path | None:
+    return next(
+        (f for f in folders if f.is_dir() and shutil.disk_usage(f).free < NEARLY_FULL), None
+    )
 
 
 def mount_point(path: Path) -> Path:
@@ -114,6 +134,6 @@ def mount_point(path: Path) -> Path:
 @translator
 def file_system_full(err: Exception) -> PipelineError | None:
     """A write outside atomic_path (a library's own, MLflow's artifact copy) that found no room.
-    The atomic writes left the previous outputs whole, so freeing space is all there is to do."""
+    The atomic writes left every file whole: freeing space and rerunning is all there is to do."""
     full = full_cause(err)
     return None if full is None else DiskFullError(full)

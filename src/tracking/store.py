@@ -14,7 +14,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from common import paths, redact
+from common import files, paths, redact
 from common.errors import PipelineError, translator
 
 # MLflow's HTTP client retries a failing server 7 times with backoff factor 2 (about 4.5
@@ -97,7 +97,9 @@ def connect(uri: str) -> None:
         probe(uri, "health")
         check_credentials(uri)
     elif uri.startswith("sqlite:///"):
-        check_writable(Path(uri.removeprefix("sqlite:///")))
+        database = Path(uri.removeprefix("sqlite:///"))
+        check_writable(database)
+        files.library_writes_to(database.parent / "mlruns")  # artifact_root's folder
     mlflow.set_tracking_uri(uri)
 
 
