@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import psutil
 import pytest
 from mlflow.exceptions import MlflowException
@@ -370,6 +371,18 @@ def test_a_full_disk_under_the_runs_artifacts_is_one_line_and_the_run_failed(
     )
     runs = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
     assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
+
+
+def test_a_full_disk_under_the_study_is_one_line_and_its_trials_are_kept(tune_project):
+    args = ["--n-trials", "1", "--study", "full"]
+    assert run_stage(tune_project, "tune", args=args).returncode == 0
+    with room_for(tune_project / "optuna", spare=4096):
+        result = run_stage(tune_project, "tune", args=args)
+    one_error_line(result, "database or disk is full", "free some space")
+    study = optuna.load_study(
+        study_name="full", storage=f"sqlite:///{tune_project}/optuna/studies.db"
+    )
+    assert [trial.state.name for trial in study.trials][:1] == ["COMPLETE"]
 
 
 # --- killed stages ---

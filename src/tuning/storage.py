@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import re
 
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.exc import OperationalError
 
 from common import paths, redact
-from common.errors import PipelineError
+from common.errors import PipelineError, translator
 from ml import config
 
 STUDIES_DB = paths.ROOT / "optuna" / "studies.db"
@@ -74,3 +75,19 @@ def storage(given: str | None, tune: config.TuneParams) -> RDBStorage:
             f"no database driver for the study storage {redact.uri(url)}: for PostgreSQL "
             f"run `uv sync --extra team`; else install the SQLAlchemy driver for that database"
         ) from err
+
+
+@translator
+def storage_failure(err: Exception) -> PipelineError | None:
+    """Optuna's wrapper of a database error in mid-search, as one line in the database's words.
+    Each trial is written when it finishes, so the finished ones are kept."""
+    if not isinstance(err, StorageInternalError):
+        return None
+    cause = getattr(err.__cause__, "orig", None) or err.__cause__ or err
+    words = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    fix = (
+        "free some space on the file system holding it (optuna/ by default) and rerun"
+        if "disk is full" in words
+        else "check the database, or --storage / tune.storage, and rerun"
+    )
+    return PipelineError(f"the study storage failed: {words}; {fix}: finished trials are kept")
