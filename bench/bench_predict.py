@@ -1,11 +1,12 @@
 """Benchmark: predict.py's accuracy on digits as people have them, per distortion family.
 
     uv run python bench/bench_predict.py                  # needs `dvc repro` (model and MNIST)
-    uv run python bench/bench_predict.py --per-family 100 --baseline 080c4ba
+    uv run python bench/bench_predict.py --per-family 100 --baseline 080c4ba  # a year back
 
 Builds image files from the first N MNIST *test* digits (the model never trained on them) with
 each family of bench/photos.py, converts them with this checkout's src/inference/imaging.py and
-with the baseline commit's, and predicts both with models/model.keras. Writes
+with the baseline commit's, and predicts both with models/model.keras. The families that hold no
+single digit (photos.REFUSED, e.g. two digits side by side) count refusals: the right answer. Writes
 bench/results/predict.json and a contact sheet, bench/results/predict_sheet.png: per family,
 the input file and the 28x28 image the model saw.
 """
@@ -41,14 +42,17 @@ Converter = Callable[[Path], np.ndarray]
 
 
 def baseline_converter(commit: str, scratch: Path) -> Converter:
-    """`to_mnist` of src/imaging.py as it was at `commit`."""
-    source = subprocess.run(
-        ["git", "show", f"{commit}:src/imaging.py"],
-        cwd=provenance.ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    """`to_mnist` of imaging.py as it was at `commit` (src/inference/ since 27f8b0d, else src/)."""
+    for where in ("src/inference/imaging.py", "src/imaging.py"):
+        shown = subprocess.run(
+            ["git", "show", f"{commit}:{where}"],
+            cwd=provenance.ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if shown.returncode == 0:
+            break
+    source = shown.stdout.replace("from errors import", "from common.errors import")
     path = scratch / "imaging_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("imaging_baseline", path)
@@ -98,7 +102,7 @@ def contact_sheet(rows: list[tuple[str, Path, np.ndarray]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-family", type=int, default=500, help="test digits per family")
-    parser.add_argument("--baseline", default="080c4ba", help="commit whose imaging.py to compare")
+    parser.add_argument("--baseline", default="335bdb6", help="commit whose imaging.py to compare")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     origin = provenance.record()  # before the contact sheet is written: it is a tracked file
@@ -123,6 +127,16 @@ def main() -> None:
             }
             print(f"{name:22} {json.dumps(families[name])}", flush=True)
             rows.append((name, family_files[0], new_images[0]))
+        for index, name in enumerate(photos.REFUSED, start=len(photos.FAMILIES)):
+            family_files = photos.write_family(
+                name, digits, Path(scratch) / str(index), args.seed + index
+            )
+            families[name] = {
+                "refused": convert_all(imaging.to_mnist, family_files)[1],
+                "baseline_refused": convert_all(old, family_files)[1],
+                "of": len(family_files),
+            }
+            print(f"{name:22} {json.dumps(families[name])}", flush=True)
         RESULTS.mkdir(exist_ok=True)
         contact_sheet(rows, RESULTS / "predict_sheet.png")
     results = {

@@ -135,6 +135,51 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return jpeg(grey(page), rng)
 
 
+def broken(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Pen strokes that do not meet: one to three thin cuts across the ink (a `4` written in two
+    strokes, an `8` whose loops stay apart, a pen that skipped)."""
+    ink = ink_of(digit, 200)
+    rows, cols = np.nonzero(ink > 0.5)
+    ys, xs = np.mgrid[0:200, 0:200]
+    for _ in range(int(rng.integers(1, 4))):
+        at = int(rng.integers(0, len(rows)))  # through a point of the ink
+        angle = rng.uniform(0, np.pi)
+        across = (ys - rows[at]) * np.cos(angle) - (xs - cols[at]) * np.sin(angle)
+        ink = np.where(np.abs(across) < rng.uniform(1.5, 3.5), 0.0, ink)  # 3-7 px gaps
+    return grey(on_paper(ink, (260, 260), (30, 30)) + 50)
+
+
+def low_resolution(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A small, blurry scan upscaled: dark ink on white with 8 to 14 px of real information."""
+    side = int(rng.integers(8, 15))
+    small = Image.fromarray(digit).resize((side, side), Image.Resampling.BOX)
+    page = 240 - np.asarray(small, np.float32) / 255 * 200
+    scale = int(rng.integers(3, 9))
+    large = Image.fromarray(page).resize((side * scale,) * 2, Image.Resampling.BILINEAR)
+    return grey(ndimage.gaussian_filter(np.asarray(large), scale / 3))
+
+
+def side_by_side(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Two digits written next to each other, 0.15 to 0.5 of their height apart (this one and
+    itself turned by a quarter, half or three quarters): must be refused, not read as one."""
+    other = np.rot90(digit, int(rng.integers(1, 4)))
+    left, right = (digit, other) if rng.integers(0, 2) else (other, digit)
+    boxes = [tight(ink_of(part, 150)) for part in (left, right)]
+    gap = int(rng.uniform(0.15, 0.5) * max(box.shape[0] for box in boxes))
+    height = max(box.shape[0] for box in boxes)
+    ink = np.zeros((height, boxes[0].shape[1] + gap + boxes[1].shape[1]), np.float32)
+    for box, column in zip(boxes, (0, boxes[0].shape[1] + gap), strict=True):
+        top = (height - box.shape[0]) // 2
+        ink[top : top + box.shape[0], column : column + box.shape[1]] = box
+    return grey(on_paper(ink, (height + 80, ink.shape[1] + 80), (40, 40)))
+
+
+def tight(ink: np.ndarray) -> np.ndarray:
+    """The ink's bounding box."""
+    rows, cols = np.nonzero(ink > 0.1)
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
 def grey(page: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.round(page), 0, 255).astype(np.uint8))
 
@@ -162,7 +207,11 @@ FAMILIES: dict[str, Maker] = {
     "rotated": rotated,
     "lined/squared paper": ruled,
     "photo (all combined)": photo,
+    "broken strokes": broken,
+    "low-resolution scan": low_resolution,
 }
+# Images that hold no single digit: the right answer is a refusal.
+REFUSED: dict[str, Maker] = {"two digits side by side": side_by_side}
 
 
 def write_family(name: str, digits: np.ndarray, directory: Path, seed: int) -> list[Path]:
@@ -172,6 +221,6 @@ def write_family(name: str, digits: np.ndarray, directory: Path, seed: int) -> l
     paths = []
     for index, digit in enumerate(digits):
         path = directory / f"{index:05d}.png"
-        FAMILIES[name](digit, rng).save(path)
+        (FAMILIES | REFUSED)[name](digit, rng).save(path)
         paths.append(path)
     return paths

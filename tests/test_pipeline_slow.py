@@ -163,6 +163,18 @@ def test_each_kind_of_user_image_is_read_right_through_the_cli(checkout, tmp_pat
     assert status == 0 and right >= 9, f"{family}: {right} of 10 right"
 
 
+@pytest.mark.parametrize("family", list(photos.REFUSED))
+def test_an_image_of_no_single_digit_is_refused_through_the_cli(checkout, tmp_path, capsys, family):
+    """Two real test digits side by side (bench/photos.py): each of ten refused, none guessed."""
+    test = fetched_test_digits(checkout)
+    model_file = checkout / "models" / "model.keras"
+    paths = photos.write_family(family, test.x[:10, ..., 0], tmp_path, seed=1)
+    status = predict.main(["--json", "--model", str(model_file), *map(str, paths)])
+    answers = json.loads(capsys.readouterr().out)["files"]
+    refused = [a for a in answers if "side by side" in a.get("error", "")]
+    assert status == 1 and len(refused) == 10, f"{family}: {len(refused)} of 10 refused"
+
+
 def test_a_second_repro_reruns_nothing(checkout):
     assert "Running stage" not in dvc(checkout, "repro")
     assert "Data and pipelines are up to date" in dvc(checkout, "status")

@@ -6,31 +6,38 @@ keeping its aspect ratio, then placed in 28x28 so that its centre of mass is at 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import filters, measure, morphology, transform
+from skimage.measure._regionprops import RegionProperties  # regionprops' items (no public name)
 
 from common.errors import PipelineError
 
 BOX, CANVAS = 20, 28
-# A 50-megapixel photo decodes to 200 MB of float32 here; a larger "image" is more likely a
-# decompression bomb (a small file that expands to gigabytes) than a photo of a digit.
+# A 50-megapixel PNG decodes to 200 MB of float32 here; a larger one is more likely a
+# decompression bomb (a small file that expands to gigabytes) than a photo of a digit. A JPEG is
+# decoded reduced up to 8 times each way: 256 megapixels (phones save 50-200) costs at most 4.
 MAX_PIXELS = 50_000_000
+MAX_JPEG_PIXELS = 256_000_000
 MAX_SIDE = 512  # px: photos are scaled down to this before anything else (see `shrink`)
 COARSE_SIDE = 64  # px: the paper's light is estimated this small (it varies slowly)
 # Blur sigma, as a fraction of the side, of each round that estimates the paper: wide, so thick
 # strokes cannot pass for paper (narrower follows shadow edges better but hollows bold digits).
 PAPER_BLURS = (0.125, 0.125, 0.125)
 BORDER = 0.02  # of the shorter side: the frame that `is_flat` looks at
-FLAT = 8.0  # grey levels: a frame whose brightness varies less than this is evenly lit paper
+FLAT = 8  # grey levels: the spread of evenly lit paper
+FLAT_SHARE = 0.55  # of the frame: at one level (within FLAT), it is evenly lit paper
 MIN_CONTRAST = 0.25  # of the strongest strokes: fainter pixels are paper texture or noise
 SPECK = 0.0002  # of the image's pixels: smaller components are dust or noise
 LINE_SPAN, LINE_FILL = 0.8, 0.2  # spans 80% of the image, fills <20% of its box: a ruled line
 EDGE = 0.25  # of the strongest strokes: the faintest edge pixel still drawn
-NEAR = 0.35  # of the digit's size: pieces this close belong to it (a broken or detached stroke)
-RIVAL = 0.5  # a component apart from the digit with half its ink or more is a second digit
+GAP = 0.1  # of the tallest piece's height: columns of ink this far apart are separate digits
+DIGIT_SHARE = 0.25  # of the digit's heaviest stroke: a group apart with one as heavy is a digit
+NEAR = 0.35  # of the digit's size: a smaller group this close is a stray piece of it
 
 
 class ImageError(PipelineError):
@@ -38,24 +45,49 @@ class ImageError(PipelineError):
 
 
 def load_gray(path: Path) -> np.ndarray:
-    """Read any Pillow-readable image as float grayscale; transparency counts as white paper."""
+    """Read an image file as float grayscale (see `decode`)."""
     if not path.is_file():
         raise ImageError(f"{path}: not found" if not path.exists() else f"{path}: not a file")
+    with path.open("rb") as stream:
+        return decode(stream, str(path))
+
+
+def decode(stream: BinaryIO, name: str) -> np.ndarray:
+    """Any Pillow-readable image as float grayscale; transparency counts as white paper. A JPEG
+    larger than MAX_SIDE is decoded already reduced (by 1/2 to 1/8 in the decoder itself), so a
+    200-megapixel photo costs what a 3-megapixel one does."""
+    # This module's limits replace Pillow's (it refuses 179 megapixels: phones' high-resolution
+    # modes); they are checked on the header, before anything is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as image:  # reads the header only: the size is known before decoding
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(
-                    f"{path}: {image.width}x{image.height} pixels is more than this tool decodes "
-                    f"({MAX_PIXELS // 1_000_000} megapixels); scale it down first"
-                )
+        with Image.open(stream) as image:  # reads the header only: the size is known here
+            check_size(image, name)
+            image.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG only: decodes at >= this size
             image.load()
             image = ImageOps.exif_transpose(image)  # phones store photos sideways plus a tag
             if image.mode in ("RGBA", "LA", "P"):
                 paper = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(paper, image.convert("RGBA"))
             return np.asarray(ImageOps.grayscale(image), dtype=np.float32)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-        raise ImageError(f"{path}: not a readable image ({err})") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{name}: not an image (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from err
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{name}: not a readable image ({err})") from err
+
+
+def check_size(image: Image.Image, name: str) -> None:
+    """Refuse, before decoding, what would take gigabytes: a decompression bomb (a small file
+    declaring a huge image) looks like that, too."""
+    pixels = image.width * image.height
+    limit = MAX_JPEG_PIXELS if image.format == "JPEG" else MAX_PIXELS
+    if pixels > limit:
+        advice = (
+            "scale it down first" if image.format == "JPEG" else "save it as JPEG or scale it down"
+        )
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} pixels is more than this tool decodes from "
+            f"{image.format or 'this format'} ({limit // 1_000_000} megapixels); {advice}"
+        )
 
 
 def shrink(gray: np.ndarray) -> np.ndarray:
@@ -89,15 +121,27 @@ def border(gray: np.ndarray) -> np.ndarray:
 
 
 def is_flat(gray: np.ndarray) -> bool:
-    """Evenly lit paper all around (a drawing, a clean scan): then the paper is one level. Bold
-    strokes covering a third of the image defeat any local estimate of the paper (they are the
-    local majority) but never reach all of the frame."""
-    low, high = np.percentile(border(gray), [2, 98])
-    return high - low <= FLAT
+    """Evenly lit paper: most of the frame is one level (within FLAT grey levels). Bold strokes
+    covering a third of the image defeat any local estimate of the paper (they are the local
+    majority) but never reach most of the frame; nor do the strokes of a digit cropped tight
+    (a small scan whose ink touches the edges), or noise and printed rules on evenly lit paper.
+    Uneven light spreads the frame over many levels."""
+    return frame_mode(gray)[1] >= FLAT_SHARE
 
 
 def flat_paper(gray: np.ndarray) -> np.ndarray:
-    return np.full(gray.shape, np.median(border(gray)), dtype=gray.dtype)
+    return np.full(gray.shape, frame_mode(gray)[0], dtype=gray.dtype)
+
+
+def frame_mode(gray: np.ndarray) -> tuple[float, float]:
+    """The frame's most common level (its paper, when evenly lit), and the share of the frame
+    within FLAT grey levels of it."""
+    frame = border(gray)
+    counts, _ = np.histogram(frame, bins=256, range=(-0.5, 255.5))
+    within = np.convolve(counts, np.ones(FLAT + 1), mode="same")  # per level: pixels within FLAT/2
+    level = int(within.argmax())
+    near = np.abs(frame - level) <= FLAT / 2
+    return float(np.median(frame[near])), float(within[level] / frame.size)
 
 
 def paper_level(gray: np.ndarray) -> np.ndarray:
@@ -135,8 +179,12 @@ def peak(strength: np.ndarray) -> float:
 
 
 def digit_mask(strength: np.ndarray, name: str) -> np.ndarray:
-    """The pixels of the one digit in the image: its largest ink component and the pieces near
-    it (a broken stroke, a detached bar), without specks, ruled lines and frame edges."""
+    """The pixels of the one digit in the image: all its pieces of ink (a `4` in two strokes, an
+    `8` whose loops do not meet), without specks, ruled lines and frame edges.
+
+    MNIST centres a digit on the box around all of its ink, so every piece above or below
+    another belongs with it; pieces side by side with a clear gap are separate digits.
+    """
     if strength.max() <= 0:
         raise ImageError(f"{name}: no digit found (the image is blank)")
     threshold = max(filters.threshold_otsu(strength), MIN_CONTRAST * peak(strength))
@@ -144,42 +192,78 @@ def digit_mask(strength: np.ndarray, name: str) -> np.ndarray:
     parts = [part for part in measure.regionprops(labels, strength) if is_stroke(part, labels)]
     if not parts:
         raise ImageError(f"{name}: no digit found (only specks or lines)")
-    main = max(parts, key=lambda part: part.image_intensity.sum())
-    rivals = [part for part in parts if part is not main and rivals_main(part, main)]
-    if rivals:
+    groups = side_by_side(parts)
+    main = max(groups, key=ink)
+    digits = [group for group in groups if is_digit(group, main)]
+    if len(digits) > 1:
         raise ImageError(
-            f"{name}: {len(rivals) + 1} digit-like shapes found; crop the image to one digit"
+            f"{name}: {len(digits)} digits side by side found; crop the image to one digit"
         )
-    near = [part.label for part in parts if is_near(part, main)]
-    return np.isin(labels, near)
+    kept = [part.label for group in groups if group is main or near(group, main) for part in group]
+    return np.isin(labels, kept)
 
 
-def is_stroke(part: measure._regionprops.RegionProperties, labels: np.ndarray) -> bool:
+Piece = RegionProperties  # one connected piece of ink
+Group = list[Piece]  # the pieces in one run of columns
+
+
+def side_by_side(parts: list[Piece]) -> list[Group]:
+    """The pieces grouped left to right: a piece starting within GAP (of the tallest piece's
+    height) of the right edge of the group before it joins that group."""
+    gap = GAP * max(part.bbox[2] - part.bbox[0] for part in parts)
+    groups: list[Group] = []
+    right = 0.0
+    for part in sorted(parts, key=lambda part: part.bbox[1]):
+        left, part_right = part.bbox[1], part.bbox[3]
+        if groups and left <= right + gap:
+            groups[-1].append(part)
+            right = max(right, part_right)
+        else:
+            groups.append([part])
+            right = part_right
+    return groups
+
+
+def ink(group: Group) -> float:
+    return float(sum(part.image_intensity.sum() for part in group))
+
+
+def heaviest_piece(group: Group) -> float:
+    return max(float(part.image_intensity.sum()) for part in group)
+
+
+def is_digit(group: Group, main: Group) -> bool:
+    """The main group, or one as heavy as a digit beside it: a stroke of DIGIT_SHARE of the
+    main group's heaviest one (a shadow's edge or a ruled line breaks into many small pieces)."""
+    return group is main or heaviest_piece(group) >= DIGIT_SHARE * heaviest_piece(main)
+
+
+def extent(group: Group) -> tuple[int, int, int, int]:
+    """top, left, bottom, right around every piece of the group."""
+    tops, lefts, bottoms, rights = zip(*(part.bbox for part in group), strict=True)
+    return min(tops), min(lefts), max(bottoms), max(rights)
+
+
+def near(group: Group, main: Group) -> bool:
+    """Within NEAR of the main group's size of its box: a stray piece of the same digit."""
+    top, left, bottom, right = extent(main)
+    margin = NEAR * max(bottom - top, right - left)
+    g_top, g_left, g_bottom, g_right = extent(group)
+    return (
+        g_bottom > top - margin
+        and g_top < bottom + margin
+        and g_right > left - margin
+        and g_left < right + margin
+    )
+
+
+def is_stroke(part: Piece, labels: np.ndarray) -> bool:
     """Neither a speck nor a ruled line (long and thin, spanning most of the image)."""
     height, width = part.image.shape
     if part.area < SPECK * labels.size:
         return False
     spans = height > LINE_SPAN * labels.shape[0] or width > LINE_SPAN * labels.shape[1]
     return not (spans and part.area < LINE_FILL * height * width)
-
-
-def is_near(part, main) -> bool:
-    """Within a third of the main component's size of its bounding box."""
-    top, left, bottom, right = main.bbox
-    margin = NEAR * max(bottom - top, right - left)
-    p_top, p_left, p_bottom, p_right = part.bbox
-    return (
-        p_bottom > top - margin
-        and p_top < bottom + margin
-        and p_right > left - margin
-        and p_left < right + margin
-    )
-
-
-def rivals_main(part, main) -> bool:
-    """A second digit: comparable ink, apart from the main component."""
-    heavy = part.image_intensity.sum() > RIVAL * main.image_intensity.sum()
-    return heavy and not is_near(part, main)
 
 
 def crop_to_digit(gray: np.ndarray, name: str) -> np.ndarray:
@@ -220,5 +304,16 @@ def centre_by_mass(box: np.ndarray) -> np.ndarray:
 
 def to_mnist(path: Path) -> np.ndarray:
     """The file's digit as MNIST sees digits: (28, 28, 1) uint8, white on black."""
-    crop = crop_to_digit(load_gray(path), str(path))
+    return as_mnist(load_gray(path), str(path))
+
+
+def bytes_to_mnist(content: bytes, name: str) -> np.ndarray:
+    """The same for an image's bytes (an upload); `name` stands for it in messages."""
+    if not content:
+        raise ImageError(f"{name} is empty: send the bytes of one image")
+    return as_mnist(decode(io.BytesIO(content), name), name)
+
+
+def as_mnist(gray: np.ndarray, name: str) -> np.ndarray:
+    crop = crop_to_digit(gray, name)
     return np.round(centre_by_mass(fit_box(crop)))[..., np.newaxis].astype(np.uint8)
