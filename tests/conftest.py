@@ -201,3 +201,57 @@ def set_tune(project: Path, **values: object) -> None:
     params = yaml.safe_load(path.read_text())
     params["tune"].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# --- serving: src/serve.py as a real process on 127.0.0.1 (test_serving, test_page) ---
+
+SERVE_PY = str(REPO / "src" / "serve.py")
+
+
+def register_tiny_model(folder: Path, name: str = "digits") -> str:
+    """A sqlite tracking store in `folder` with a small untrained CNN as `name@champion`."""
+    import mlflow
+    import numpy as np
+
+    from ml import config, model
+    from tracking import models, registry
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    store.connect(uri)
+    mlflow.set_experiment("serving")
+    cnn = model.build_cnn(config.ModelSpec(blocks=[config.ConvBlock(filters=4)], dense=[16]))
+    sample = np.zeros((1, 28, 28, 1), np.uint8)
+    with mlflow.start_run():
+        version = models.log_and_register(cnn, sample, name)
+        registry.apply_registry_policy(name, version, 0.995, floor=0.99)
+    return uri
+
+
+@contextmanager
+def running(command: list[str], tracking_uri: str, cwd: Path | None = None) -> Iterator[str]:
+    """Start a model server (its command with "{port}" in it) and yield its URL once it answers
+    /ping; stop it after. A server that fails to start fails the test with its last words."""
+    from common.errors import PipelineError
+    from team import local_servers
+
+    url = closed_port_url()
+    port = url.rsplit(":", 1)[1]
+    process = subprocess.Popen(
+        [part.replace("{port}", port) for part in command],
+        cwd=cwd,
+        env={**venv_env(), "MLFLOW_TRACKING_URI": tracking_uri},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        local_servers.wait_until_up(process, f"{url}/ping", "the model server")
+    except PipelineError as err:
+        said = process.stderr.read()[-2000:] if process.poll() is not None else ""
+        process.kill()
+        pytest.fail(f"{err}: {said}")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -24,6 +24,12 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
+MISSING_TYPE = (
+    "set the header Content-Type: application/json (for /invocations and /feedback) or the "
+    "image's type, e.g. image/png (for /digit)"
+)
+
+
 class BodyTooLargeError(Exception):
     """The request body passed the size limit while being read."""
 
@@ -40,7 +46,7 @@ class RequestGuards:
         headers = dict(scope["headers"])  # ASGI gives lower-case names as bytes
         content_type = headers.get(b"content-type", b"").decode("latin-1").strip()
         if not content_type:
-            await refuse(send, 415, "set the header Content-Type: application/json")
+            await refuse(send, 415, MISSING_TYPE)
             return
         announced = headers.get(b"content-length", b"0").decode("latin-1")
         if announced.isdigit() and int(announced) > self.max_body:
@@ -60,7 +66,7 @@ class RequestGuards:
         what = f"the body ({size:,} bytes)" if size is not None else "the body"
         return (
             f"{what} is over this server's limit of {self.max_body:,} bytes; "
-            "send fewer images per request"
+            "send fewer images per request, or a smaller photo"
         )
 
 

@@ -112,11 +112,28 @@ def load_model(uri: str, trust_code: bool = False) -> LoadedModel:
     return LoadedModel(logged.predict, logged.unwrap_python_model().cnn)
 
 
-def scoring_app(uri: str, trust_code: bool = False) -> Any:
-    """MLflow's scoring server (the ASGI app `mlflow models serve` runs) for this model."""
+def scoring_app(logged: mlflow.pyfunc.PyFuncModel) -> Any:
+    """MLflow's scoring server (the ASGI app `mlflow models serve` runs) for a loaded model."""
     from mlflow.pyfunc import scoring_server  # imports FastAPI: only the server needs it
 
-    return scoring_server.init(load_pyfunc(uri, trust_code))
+    return scoring_server.init(logged)
+
+
+def card(uri: str) -> dict[str, str | None]:
+    """Which model a URI names, for people: registered name, version, alias, and the page of
+    the run that logged it when the tracking store is a server with a UI (else None)."""
+    version = resolved_version(uri)
+    name = uri.removeprefix("models:/").partition("@")[0].partition("/")[0]
+    alias = uri.partition("@")[2] or None
+    run_url = None
+    if version is not None:
+        client = mlflow.MlflowClient()
+        registered = client.get_model_version(name, version)
+        alias = alias or ", ".join(registered.aliases) or None
+        run_url = store.run_page(registered.run_id) if registered.run_id else None
+    else:
+        name = Path(uri).name
+    return {"name": name, "version": version, "alias": alias, "uri": uri, "run_url": run_url}
 
 
 def load_pyfunc(uri: str, trust_code: bool = False) -> mlflow.pyfunc.PyFuncModel:

@@ -176,6 +176,15 @@ def experiment_id(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def run_page(run_id: str) -> str | None:
+    """The run's own page on the team server's UI; None for the embedded store (no UI runs)."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    return f"{redact.uri(uri.rstrip('/'))}/#/experiments/{experiment}/runs/{run_id}"
+
+
 def runs_page(run_id: str) -> str:
     """Where to compare the run with the others: the team server's page listing its experiment,
     or, for the embedded store, that page as `mlflow ui` started in the repo root serves it."""
