@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from inference import imaging
+from inference import imaging, paper
 
 SIDE = 280
 
@@ -84,7 +84,7 @@ def tight_scan(scale: int) -> np.ndarray:
 @pytest.mark.parametrize("scale", [1, 4, 8])
 def test_a_tight_small_scan_is_paper_of_one_level_not_ink_everywhere(tmp_path, scale):
     scan = tight_scan(scale)
-    assert imaging.is_flat(scan)
+    assert paper.is_flat(scan)
     Image.fromarray(scan.astype(np.uint8)).save(tmp_path / "zero.png")
     mnist = imaging.to_mnist(tmp_path / "zero.png")[..., 0]
     assert mnist[14, 14] < 64, "the hole of the 0 came out as ink"
@@ -93,7 +93,7 @@ def test_a_tight_small_scan_is_paper_of_one_level_not_ink_everywhere(tmp_path, s
 
 def test_unevenly_lit_paper_is_still_estimated_locally():
     gradient = np.tile(np.linspace(120, 240, SIDE), (SIDE, 1))
-    assert not imaging.is_flat(gradient)
+    assert not paper.is_flat(gradient)
 
 
 def test_a_photo_of_over_50_megapixels_is_read_decoding_it_reduced(tmp_path):

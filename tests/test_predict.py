@@ -13,7 +13,7 @@ from skimage import morphology
 import predict
 from common.errors import PipelineError
 from conftest import SHARED_MNIST
-from inference import imaging
+from inference import imaging, paper
 from ml import config, data, model
 from mnist_fakes import synthetic_digits
 
@@ -69,14 +69,14 @@ def bold_seven(width: int) -> np.ndarray:
 @pytest.mark.parametrize("width", [20, 50])
 def test_bold_strokes_come_out_solid_not_hollow(width):
     page = bold_seven(width)
-    strength = imaging.strokes(page)
+    strength = paper.strokes(page)
     inside = morphology.erosion(page == 0, morphology.disk(3))  # the edges are blurred
     assert strength[inside].min() > 0.9 * strength.max()
 
 
 def test_paper_lit_unevenly_is_not_taken_for_flat():
     page = bold_seven(20) * np.linspace(0.6, 1.0, 280)  # light falling off to one side
-    assert imaging.is_flat(bold_seven(20)) and not imaging.is_flat(page)
+    assert paper.is_flat(bold_seven(20)) and not paper.is_flat(page)
 
 
 def a_digit() -> np.ndarray:
