@@ -88,10 +88,25 @@ def predictions_figure(test: data.Split, ev: Evaluation, count: int) -> Figure:
     return plots.digit_grid(test.x[:count], titles, colors=colors)
 
 
+def feedback_scores(cnn: keras.Model, corrections: data.Split) -> dict[str, float]:
+    """Accuracy on the corrections people made on serve.py's page, a slice of its own (empty
+    when preprocess.feedback is off or none were collected): never mixed into the test score."""
+    if not len(corrections):
+        return {}
+    predicted = cnn.predict(corrections.x, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predicted == corrections.y))
+    return {"feedback_accuracy": round(accuracy, 6), "feedback_images": len(corrections)}
+
+
 def write_reports(
-    cnn: keras.Model, test: data.Split, ev: Evaluation, gallery_size: int, out: Path
+    cnn: keras.Model,
+    test: data.Split,
+    ev: Evaluation,
+    scores: dict[str, float],
+    gallery_size: int,
+    out: Path,
 ) -> None:
-    files.write_json(out / "metrics.json", ev.metrics)
+    files.write_json(out / "metrics.json", scores)
     with files.atomic_path(out / "per_digit.csv") as tmp:
         ev.per_digit().to_csv(tmp, index=False, float_format="%.6f")
     with files.atomic_path(out / "confusion.csv") as tmp:  # one row per image: DVC's template
@@ -103,19 +118,26 @@ def write_reports(
     files.save_figure(plots.cnn_views(feature_maps.views(cnn, test.x[0])), out / "feature_maps.png")
 
 
-def track(cnn: keras.Model, test: data.Split, ev: Evaluation, params: config.Params) -> str:
+def track(
+    cnn: keras.Model,
+    splits: dict[str, data.Split],
+    ev: Evaluation,
+    scores: dict[str, float],
+    params: config.Params,
+) -> str:
     """Log test metrics, tables, figures and the model; register it; apply the alias policy."""
-    test_file = paths.PROCESSED_DIR / "test.npz"
-    digest = data.sha256(test_file.read_bytes())
-    logs.log_dataset(test, "mnist-test", test_file, "testing", digest)
-    logs.log_metrics(ev.metrics)
+    for name, split_file in (("mnist-test", paths.TEST_SPLIT), ("feedback", paths.FEEDBACK_SPLIT)):
+        if len(splits[name]):
+            digest = data.sha256(split_file.read_bytes())
+            logs.log_dataset(splits[name], name, split_file, "testing", digest)
+    logs.log_metrics(scores)
     logs.log_table(ev.per_digit(), "eval/per_digit.json")
     confusion = pd.DataFrame(ev.confusion(), columns=[f"pred_{d}" for d in range(10)])
     logs.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
     report = paths.EVAL_REPORTS
     logs.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     name = params.tracking.registered_model
-    version = models.log_and_register(cnn, test.x[:8], name)
+    version = models.log_and_register(cnn, splits["mnist-test"].x[:8], name)
     accuracy = ev.metrics["test_accuracy"]
     decision = registry.apply_registry_policy(
         name, version, accuracy, params.tracking.champion_floor
@@ -127,17 +149,24 @@ def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
     runtime.configure()
     cnn = model.load(paths.MODEL_FILE)
-    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
+    test = data.load_split(paths.TEST_SPLIT)
+    corrections = data.load_split(paths.FEEDBACK_SPLIT)
     with pipeline_run.resumed_run() as run_id:
         ev = evaluate(cnn, test)
-        write_reports(cnn, test, ev, params.evaluate.gallery_size, paths.EVAL_REPORTS)
-        registered = track(cnn, test, ev, params)
-    scores = ev.metrics
+        scores = ev.metrics | feedback_scores(cnn, corrections)
+        write_reports(cnn, test, ev, scores, params.evaluate.gallery_size, paths.EVAL_REPORTS)
+        splits = {"mnist-test": test, "feedback": corrections}
+        registered = track(cnn, splits, ev, scores, params)
     print(
         f"test accuracy {scores['test_accuracy']:.4f}, macro F1 {scores['test_macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "
         f"-> {paths.EVAL_REPORTS.relative_to(paths.ROOT)}/"
     )
+    if "feedback_images" in scores:
+        print(
+            f"feedback slice: accuracy {scores['feedback_accuracy']:.4f} on "
+            f"{scores['feedback_images']} collected corrections (not part of the test score)"
+        )
     print(registered)
     print(f"runs compared: {store.runs_page(run_id)}")
 

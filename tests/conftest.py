@@ -107,7 +107,8 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("params.yaml", "dvc.yaml"):
+    for name in ("params.yaml", "dvc.yaml", "data/feedback/README.md"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)
     update_params(
         root,
@@ -185,7 +186,7 @@ TINY_SPACE = {
 @pytest.fixture
 def tune_project(project: Path, mirror) -> Path:
     """The scratch project with tiny processed data and a tiny search space."""
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
     # A grace period no live worker's heartbeat can miss, however busy the machine; the test
@@ -255,3 +256,39 @@ def running(command: list[str], tracking_uri: str, cwd: Path | None = None) -> I
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# --- pages: real headless Chromium (Debian's `chromium`) driven by Playwright ---
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless Chromium; skipped, saying how to get one, where the machine has none (CI sets
+    REQUIRE_BROWSER_TESTS: there a missing browser fails)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        missing = f"needs Chromium at {CHROMIUM} (`apt-get install chromium`, or set $CHROMIUM)"
+        (pytest.fail if os.environ.get("REQUIRE_BROWSER_TESTS") else pytest.skip)(missing)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+def draw_strokes(page, strokes: list[list[tuple[float, float]]]) -> None:
+    """Draw on the page's pad with the mouse; points are fractions of the pad's width/height."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=8)
+        page.mouse.up()
+
+
+# A 7 as many write it: the bar, then (the pen lifted) the stem.
+SEVEN_STROKES = [[(0.25, 0.2), (0.75, 0.2)], [(0.72, 0.24), (0.45, 0.85)]]

@@ -51,7 +51,7 @@ def test_unparsable_yaml_is_reported_as_such(project):
 
 
 def test_a_stage_refuses_bad_params_before_doing_any_work(project, mirror):
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     update_params(project, {"preprocess": {"scale": "minmax"}})
     result = run_stage(project, "preprocess")  # its input is there: only the params can stop it

@@ -20,7 +20,7 @@ from tracking import store
 def prepared(project: Path, mirror) -> Path:
     for name in ("MLproject", "python_env.yaml"):
         shutil.copy(REPO / name, project / name)
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
     return project

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import requests
 
 import predict
-from conftest import REPO, SHARED_MNIST, venv_env
+from conftest import REPO, SEVEN_STROKES, SHARED_MNIST, draw_strokes, running, venv_env
 from ml import data
 from test_predict import as_user_png
 
@@ -31,6 +33,7 @@ PROJECT_FILES = (
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
+    "data/feedback/README.md",
 )
 
 
@@ -173,6 +176,41 @@ def test_an_image_of_no_single_digit_is_refused_through_the_cli(checkout, tmp_pa
     answers = json.loads(capsys.readouterr().out)["files"]
     refused = [a for a in answers if "side by side" in a.get("error", "")]
     assert status == 1 and len(refused) == 10, f"{family}: {len(refused)} of 10 refused"
+
+
+@pytest.mark.server
+@pytest.mark.browser
+def test_the_served_page_reads_a_seven_drawn_in_two_strokes_and_photos(
+    checkout, chromium, tmp_path
+):
+    """serve.py of the checkout, with the champion it registered: its page in real Chromium reads
+    a 7 drawn as two mouse strokes and a photo of a real test digit; curl's way reads photos."""
+    test = fetched_test_digits(checkout)
+    rng = np.random.default_rng(3)
+    command = [sys.executable, str(checkout / "src" / "serve.py"), "--port", "{port}"]
+    with running(command, f"sqlite:///{checkout / 'mlflow.db'}", cwd=checkout) as url:
+        tab = chromium.new_page(viewport={"width": 1100, "height": 760})
+        tab.goto(url)
+        tab.wait_for_selector("#model:has-text('Model: mnist-cnn, version 1, champion')")
+        draw_strokes(tab, SEVEN_STROKES)
+        tab.wait_for_selector("main[data-answers='2']")
+        assert tab.inner_text("#answer") == "7", tab.inner_text("#bars")
+        photos.photo(test.x[0, ..., 0], rng).save(tmp_path / "photo.jpg")
+        tab.set_input_files("#file", str(tmp_path / "photo.jpg"))
+        tab.wait_for_selector("main[data-answers='photo']")
+        assert tab.inner_text("#answer") == str(test.y[0])
+        tab.screenshot(path=tmp_path / "page.png", full_page=True)
+        right = 0
+        for index in range(1, 11):
+            photos.photo(test.x[index, ..., 0], rng).save(tmp_path / "photo.jpg")
+            answer = requests.post(
+                f"{url}/digit",
+                data=(tmp_path / "photo.jpg").read_bytes(),
+                headers={"Content-Type": "image/jpeg"},
+                timeout=60,
+            )
+            right += answer.json().get("digit") == test.y[index]  # a refusal counts as wrong
+        assert right >= 9, f"{right} of 10 photos right"
 
 
 def test_a_second_repro_reruns_nothing(checkout):

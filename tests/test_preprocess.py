@@ -42,7 +42,7 @@ def test_standardize_scaling_gives_zero_mean_unit_variance(full):
 
 
 def test_preprocess_stage_writes_splits_summary_and_sample_grid(project, mirror):
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     result = run_stage(project, "preprocess")
     assert result.returncode == 0, result.stderr

@@ -118,7 +118,7 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
 
     url = stack["MLFLOW_TRACKING_URI"]
     update_params(project, {"tracking": {"champion_floor": 0.0}})  # tiny data: a weak model
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     said = []
     for stage in ("preprocess", "train", "evaluate"):
@@ -185,7 +185,7 @@ def test_the_server_turns_away_requests_and_stages_without_its_account(project, 
     assert requests.get(search, timeout=10).status_code == 401
     admin = (stack["MLFLOW_TRACKING_USERNAME"], stack["MLFLOW_TRACKING_PASSWORD"])
     assert requests.get(search, auth=admin, timeout=10).status_code == 200
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
     result = run_stage(project, "train", env=tracked(stack, password="not-the-password"))
@@ -236,7 +236,7 @@ def test_a_training_run_rides_out_a_restart_of_the_tracking_server(
     project, mirror, stack_root, stack, monkeypatch
 ):
     update_params(project, {"train": {"epochs": 20}})
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0
     env = {**os.environ, **tracked(stack), "PYTHONUNBUFFERED": "1"}

@@ -92,7 +92,7 @@ def test_constant_schedule_keeps_the_learning_rate(tiny_splits, device):
 
 # A stage says only its own words: no TensorFlow/absl start-up lines, no MLflow chatter.
 def test_train_and_evaluate_stages_run_end_to_end_on_tiny_data(project, mirror):
-    (project / "data").mkdir()
+    (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     for stage in ("preprocess", "train", "evaluate"):
         result = run_stage(project, stage)

@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "params.yaml"
 RAW_DIR = ROOT / "data" / "raw"
 PROCESSED_DIR = ROOT / "data" / "processed"
+# Corrections collected by `serve.py --collect` (a DVC-tracked dataset: data/feedback/README.md)
+FEEDBACK_DIR = ROOT / "data" / "feedback" / "corrections"
+TEST_SPLIT = PROCESSED_DIR / "test.npz"
+FEEDBACK_SPLIT = PROCESSED_DIR / "feedback.npz"  # the collected slice, as preprocess packed it
 MODELS_DIR = ROOT / "models"
 REPORTS_DIR = ROOT / "reports"
 MODEL_FILE = MODELS_DIR / "model.keras"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import paths, redact
 from common.errors import PipelineError
@@ -40,6 +40,14 @@ class FetchParams(Strict):
 class PreprocessParams(Strict):
     val_size: Annotated[int, Field(ge=10, le=30_000)]
     scale: Literal["unit", "standardize"]
+    feedback: Literal["off", "evaluate", "train"] = "off"
+
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def bare_off(cls, value: object) -> object:
+        """YAML 1.1 (PyYAML, and so `dvc exp run -S preprocess.feedback=off`) reads `off` as
+        false."""
+        return "off" if value is False else value
 
 
 class ConvBlock(Strict):
