@@ -50,7 +50,7 @@ def main() -> None:
         "--collect",
         type=Path,
         metavar="DIR",
-        help="store the corrections people make on the page in DIR (see docs/feedback.md)",
+        help="store the corrections people make on the page in DIR (see data/feedback/README.md)",
     )
     parser.add_argument(
         "--collect-max",

@@ -12,10 +12,11 @@ import mlflow
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 import predict
 from conftest import REPO, SEVEN_STROKES, SHARED_MNIST, draw_strokes, running, venv_env
-from ml import data
+from ml import data, model
 from test_predict import as_user_png
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -176,6 +177,33 @@ def test_an_image_of_no_single_digit_is_refused_through_the_cli(checkout, tmp_pa
     answers = json.loads(capsys.readouterr().out)["files"]
     refused = [a for a in answers if "side by side" in a.get("error", "")]
     assert status == 1 and len(refused) == 10, f"{family}: {len(refused)} of 10 refused"
+
+
+def test_real_small_scans_of_other_writers_are_read_better_than_a_plain_resize(
+    checkout, tmp_path, capsys
+):
+    """Handwriting that is not MNIST: 200 of UCI's 8x8 scans (43 writers; bundled with
+    scikit-learn), dark on white, upscaled 4x, through predict.py with the checkout's model."""
+    from sklearn.datasets import load_digits
+
+    scans = load_digits()
+    paths = []
+    for index in range(200):
+        page = Image.fromarray(np.uint8(255 - scans.images[index] / 16 * 255))
+        paths.append(tmp_path / f"{index}.png")
+        page.resize((32, 32), Image.Resampling.BILINEAR).save(paths[-1])
+    model_file = checkout / "models" / "model.keras"
+    assert predict.main(["--json", "--model", str(model_file), *map(str, paths)]) == 0
+    answers = json.loads(capsys.readouterr().out)["files"]
+    right = sum(a["digit"] == label for a, label in zip(answers, scans.target, strict=False))
+    cnn = model.load(model_file)
+    plain = np.stack([255 - np.asarray(Image.open(path).resize((28, 28))) for path in paths])
+    plain_right = int(
+        (cnn.predict(plain[..., None], verbose=0).argmax(1) == scans.target[:200]).sum()
+    )
+    assert right >= 180 and right > plain_right, (
+        f"{right} of 200 right, a plain resize {plain_right}"
+    )
 
 
 @pytest.mark.server
