@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from common import bootstrap
 
-bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
+# First: Ctrl-C is one line while the libraries below load, and Keras loads params' backend.
+bootstrap.start(__name__, backend_from_params=True)
 
 from pathlib import Path
 
 from common import files, paths, redact
-from ml import config, data, plots, runtime, training
+from ml import config, data, model, plots, runtime, training
 from tracking import lineage, logs, pipeline_run, store
 
 
 def save_outputs(fitted: training.Fitted, model_file: Path, report_dir: Path) -> None:
     with files.atomic_path(model_file) as tmp:
-        fitted.model.save(tmp)
+        model.save(fitted.model, tmp)
     # Without the epochs' wall-clock seconds: a rerun writes the same bytes (MLflow has the time).
     with files.atomic_path(report_dir / "history.csv") as tmp:
         fitted.history.drop(columns="seconds").to_csv(tmp, index=False, float_format="%.6g")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from common import bootstrap
 
-bootstrap.start(__name__)  # first: Ctrl-C is one line while the libraries below load, too
+# First: Ctrl-C is one line while the libraries below load, and Keras loads params' backend.
+bootstrap.start(__name__, backend_from_params=True)
 
 import argparse
 import sys

@@ -232,9 +232,6 @@ def register_tiny_model(folder: Path, name: str = "digits") -> str:
 def running(command: list[str], tracking_uri: str, cwd: Path | None = None) -> Iterator[str]:
     """Start a model server (its command with "{port}" in it) and yield its URL once it answers
     /ping; stop it after. A server that fails to start fails the test with its last words."""
-    from common.errors import PipelineError
-    from team import local_servers
-
     url = closed_port_url()
     port = url.rsplit(":", 1)[1]
     process = subprocess.Popen(
@@ -246,16 +243,23 @@ def running(command: list[str], tracking_uri: str, cwd: Path | None = None) -> I
         text=True,
     )
     try:
-        local_servers.wait_until_up(process, f"{url}/ping", "the model server")
-    except PipelineError as err:
-        said = process.stderr.read()[-2000:] if process.poll() is not None else ""
-        process.kill()
-        pytest.fail(f"{err}: {said}")
-    try:
+        wait_until_ready(url, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen) -> None:
+    """Until the server answers /ping; if it fails to, the test fails with its last words."""
+    from common.errors import PipelineError
+    from team import local_servers
+
+    try:
+        local_servers.wait_until_up(process, f"{url}/ping", "the model server")
+    except PipelineError as err:
+        said = process.stderr.read()[-2000:] if process.poll() is not None else ""
+        pytest.fail(f"{err}: {said}")
 
 
 # --- pages: real headless Chromium (Debian's `chromium`) driven by Playwright ---
@@ -292,3 +296,26 @@ def draw_strokes(page, strokes: list[list[tuple[float, float]]]) -> None:
 
 # A 7 as many write it: the bar, then (the pen lifted) the stem.
 SEVEN_STROKES = [[(0.25, 0.2), (0.75, 0.2)], [(0.72, 0.24), (0.45, 0.85)]]
+
+
+# --- faults: a nearly full file system (test_faults, test_feedback) ---
+
+
+@contextmanager
+def room_for(folder: Path, spare: int) -> Iterator[None]:
+    """`folder`, with what it holds, on a file system with `spare` bytes free: a small tmpfs
+    mounted over it, which needs root (CI and the development machines run as root)."""
+    held = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root; CI runs as root")
+    saved = folder.with_name(folder.name + ".saved")
+    shutil.copytree(folder, saved)
+    size = held + spare
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
+    try:
+        shutil.copytree(saved, folder, dirs_exist_ok=True)
+        yield
+    finally:
+        subprocess.run(["umount", folder], check=True)
+        shutil.rmtree(folder)
+        saved.rename(folder)

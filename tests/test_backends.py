@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_stage, update_params
 
 INSTALLED = [name for name in ("tensorflow", "jax", "torch") if importlib.util.find_spec(name)]
 BACKENDS = [
@@ -117,3 +118,30 @@ def test_the_gpu_bench_runs_without_tensorflow_mlflow_and_dvc(mirror, tmp_path):
     assert arm["device"] == "jax on CPU, float32" and arm["epochs"] == 2
     assert 0 <= arm["test_accuracy"] <= 1 and arm["predict_images_per_s"] > 0
     assert {"commit", "dirty", "versions", "machine"} <= set(report)
+
+
+def test_a_backend_set_only_in_the_environment_stops_the_stage_in_one_line(project):
+    """DVC never sees KERAS_BACKEND: a stage refuses one that disagrees with train.backend
+    before Keras loads, and names the command that makes DVC see it."""
+    result = run_stage(project, "train", env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        "error: KERAS_BACKEND=jax but params.yaml has train.backend: tensorflow, and DVC sees "
+        "only the param: run `dvc exp run -S train.backend=jax` (or unset KERAS_BACKEND)\n"
+    )
+
+
+@pytest.mark.skipif("jax" not in INSTALLED, reason="jax is not installed")
+def test_the_backend_param_is_the_one_the_stages_train_and_record(project, mirror):
+    update_params(project, {"train": {"backend": "jax"}})
+    (project / "data").mkdir(exist_ok=True)
+    (project / "data" / "raw").symlink_to(mirror[0])
+    env = {"KERAS_BACKEND": ""}  # unset: the param alone decides
+    for stage in ("preprocess", "train", "evaluate"):
+        result = run_stage(project, stage, env=env)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
+        if stage == "train":
+            assert "training on jax on CPU" in result.stdout
+    (run,) = mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
+    assert run.data.params["train.backend"] == "jax"
+    assert run.data.tags["device"].startswith("jax on CPU")

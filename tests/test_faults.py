@@ -26,7 +26,7 @@ from PIL import Image
 import predict
 from common import files
 from common.errors import PipelineError
-from conftest import run_stage, serving, update_params
+from conftest import room_for, run_stage, serving, update_params
 from ml import config, data, download, model, training
 from tracking import pipeline_run, store
 
@@ -316,26 +316,6 @@ def test_the_client_s_retry_defaults_are_set_and_a_user_s_own_choice_is_kept(
 
 
 # --- a full disk ---
-
-
-@contextlib.contextmanager
-def room_for(folder: Path, spare: int) -> Iterator[None]:
-    """`folder`, with what it holds, on a file system with `spare` bytes free: a small tmpfs
-    mounted over it, which needs root (CI and the development machines run as root)."""
-    held = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root; CI runs as root")
-    saved = folder.with_name(folder.name + ".saved")
-    shutil.copytree(folder, saved)
-    size = held + spare
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
-    try:
-        shutil.copytree(saved, folder, dirs_exist_ok=True)
-        yield
-    finally:
-        subprocess.run(["umount", folder], check=True)
-        shutil.rmtree(folder)
-        saved.rename(folder)
 
 
 def test_a_full_disk_while_train_saves_is_one_line_and_the_previous_model_stays(

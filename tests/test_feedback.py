@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_in_venv, update_params
+from common import files
+from conftest import room_for, run_in_venv, update_params
 from inference import feedback
 from ml import config, data
 
@@ -104,3 +105,20 @@ def test_feedback_is_evaluated_as_its_own_slice_then_trained_on_through_dvc_repr
     dvc(project, "repro")
     assert len(data.load_split(processed / "feedback.npz")) == 0
     assert "feedback_images" not in json.loads((metrics / "metrics.json").read_text())
+
+
+def test_a_full_disk_leaves_only_whole_corrections(tmp_path):
+    """Corrections until the file system is full: each stored one is whole (its image and its
+    record), the failing one leaves no record, and the collection still reads."""
+    folder = tmp_path / "corrections"
+    folder.mkdir()
+    with room_for(folder, spare=24_000):
+        collection = feedback.Collection(folder)
+        with pytest.raises(files.DiskFullError, match="no space left on the file system at"):
+            for entry in corrections(500):
+                collection.add(entry)
+        records = sorted(folder.glob("*.json"))
+        assert records and all(record.with_suffix(".png").is_file() for record in records)
+        images, labels = feedback.read_all(folder)
+        assert len(images) == len(labels) == len(records)
+        assert not list(folder.glob(".*"))  # no temp file left behind

@@ -32,12 +32,12 @@ from conftest import (
     set_tune,
     update_params,
     venv_env,
+    wait_until_ready,
 )
 from mnist_fakes import synthetic_digits
 from team import local_servers, postgres_cluster
 from team import stack as team_stack
 from test_predict import as_user_png
-from test_serving import wait_until_ready
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team

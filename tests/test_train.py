@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import run_stage
-from ml import config, runtime, training
+from ml import config, model, runtime, training
 from mnist_fakes import UNIT
 from tracking import store
 
@@ -62,6 +64,21 @@ def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(tiny_splits, device, augme
     columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
     pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns])
     assert not runs[0][columns].equals(runs[2][columns])
+
+
+def test_two_trainings_with_one_seed_save_one_md5(tiny_splits, device, tmp_path):
+    """The same weights are the same file: DVC stores a retrained, identical model once."""
+    for name in ("first.keras", "second.keras"):
+        keras.backend.clear_session()  # layer names restart, as in a new process
+        fitted = training.fit(tiny_splits, tiny(epochs=1), seed=1, scaling=UNIT, device=device)
+        model.save(fitted.model, tmp_path / name)
+    first, second = ((tmp_path / name).read_bytes() for name in ("first.keras", "second.keras"))
+    assert hashlib.md5(first).hexdigest() == hashlib.md5(second).hexdigest()
+    reloaded = model.load(tmp_path / "first.keras")
+    np.testing.assert_array_equal(
+        reloaded.predict(tiny_splits.val.x[:4], verbose=0),
+        fitted.model.predict(tiny_splits.val.x[:4], verbose=0),
+    )
 
 
 def test_fit_trains_on_augmented_batches(tiny_splits, device):

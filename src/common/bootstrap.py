@@ -32,7 +32,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from common import redact, stderr_filter
+from common import keras_backend, redact, stderr_filter
 from common.errors import as_pipeline_error
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
@@ -78,11 +78,15 @@ IGNORED_WARNINGS = ("The specified dataset source can be interpreted",)
 _working = False  # whether `main` runs: then a signal is raised, else the process exits
 
 
-def start(module: str) -> None:
+def start(module: str, backend_from_params: bool = False) -> None:
     """Install the policy when `module` (the caller's __name__) runs as a script; importing an
-    entry script (a test, a notebook) changes nothing."""
+    entry script (a test, a notebook) changes nothing. The scripts that train or judge models
+    pass `backend_from_params`: Keras then loads the backend params.yaml names (keras_backend)."""
     if module != "__main__":
         return
+    if backend_from_params and (problem := keras_backend.set_from_params()):
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(1)
     quiet_libraries()
     stderr_filter.start()
     signal.signal(signal.SIGINT, _on_signal)

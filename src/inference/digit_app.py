@@ -14,6 +14,7 @@ Every other path goes to MLflow's scoring app (/invocations, /ping, ...). Bad in
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from common import files
 from inference import feedback, imaging
 
 PAGE = Path(__file__).with_name("page")
@@ -83,6 +85,9 @@ def build(
             added = await run_in_threadpool(collection.add, entry)
         except feedback.FeedbackError as err:
             return refusal(507, "COLLECTION_FULL", str(err))
+        except files.DiskFullError as err:  # the whole line (paths included) is for the log
+            print(f"error: correction not stored: {err}", file=sys.stderr, flush=True)
+            return refusal(507, "DISK_FULL", "not stored: the server has no room left for it")
         return JSONResponse({"stored": added, "label": label, "answer": answer})
 
     routes = [

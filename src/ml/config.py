@@ -90,6 +90,7 @@ class TrainParams(Strict):
     batch_size: Annotated[int, Field(ge=1, le=8192)]
     epochs: Annotated[int, Field(ge=1, le=500)]
     precision: Precision = "auto"  # auto: float32 on CPU, mixed precision on GPU (runtime.py)
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"  # set by common.keras_backend
 
     @property
     def arch(self) -> str:

@@ -6,8 +6,11 @@ so every caller (evaluation, prediction, serving) feeds the same thing and canno
 
 from __future__ import annotations
 
+import json
+import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers
@@ -18,6 +21,8 @@ from ml.config import Augment, ConvBlock, ModelSpec, TrainParams
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 NO_AUGMENT = Augment()
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+SAVED = "1980-01-01@00:00:00"  # metadata.json's date_saved, in Keras' format, at that time
 
 # The architectures of the seed documents, selectable with `train.preset`.
 PRESETS: dict[str, ModelSpec] = {
@@ -106,6 +111,42 @@ def build_cnn(
     for block in spec.blocks:
         stack += conv_block(block, spec.conv_activation)
     return keras.Sequential(stack + dense_head(spec), name=name)
+
+
+def save(cnn: keras.Model, path: Path) -> None:
+    """Save as a .keras archive that is the same bytes for the same weights. Keras stamps the
+    weights' entry and metadata.json's `date_saved` with the clock, and numbers the objects that
+    layers share (their dtype policy) by memory address, so DVC would store every retraining to
+    identical weights as a new model. Here the times are the zip epoch (the MLflow run records
+    when the model was trained) and the shared objects are numbered in order."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = Path(scratch) / "model.keras"
+        cnn.save(saved)
+        with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as target:
+            for entry in source.infolist():
+                content = source.read(entry)
+                if entry.filename == "metadata.json":
+                    content = json.dumps({**json.loads(content), "date_saved": SAVED}).encode()
+                if entry.filename == "config.json":
+                    content = json.dumps(numbered_shared_objects(json.loads(content))).encode()
+                fixed = zipfile.ZipInfo(entry.filename, date_time=ZIP_EPOCH)
+                fixed.compress_type = entry.compress_type
+                target.writestr(fixed, content)
+
+
+def numbered_shared_objects(config: Any, numbers: dict[int, int] | None = None) -> Any:
+    """The config with each `shared_object_id` (an address) replaced by 1, 2, ... in the order
+    first met: the same objects stay shared, and the same model gives the same text."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, list):
+        return [numbered_shared_objects(item, numbers) for item in config]
+    if not isinstance(config, dict):
+        return config
+    renumbered = {key: numbered_shared_objects(value, numbers) for key, value in config.items()}
+    if "shared_object_id" in config:
+        address = config["shared_object_id"]
+        renumbered["shared_object_id"] = numbers.setdefault(address, len(numbers) + 1)
+    return renumbered
 
 
 def load(path: Path) -> keras.Model:

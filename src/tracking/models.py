@@ -20,6 +20,7 @@ from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS
 from mlflow.types import Schema, TensorSpec
 
 from common import redact
+from ml import model as ml_model
 from tracking import registry, store
 
 # Pinned so log_model skips its ~10 s requirement inference, and serving gets the exact stack:
@@ -48,7 +49,7 @@ def log_and_register(model: keras.Model, sample: np.ndarray, registered_name: st
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities")])
     with tempfile.TemporaryDirectory() as scratch:
         keras_file = Path(scratch) / "model.keras"
-        model.save(keras_file)
+        ml_model.save(model, keras_file)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SERVED_MODEL,
