@@ -63,7 +63,7 @@ def build(
             {
                 "digit": int(probabilities.argmax()),
                 "probabilities": [round(float(p), 6) for p in probabilities],
-                "model": {key: model[key] for key in ("name", "version", "uri")},
+                "model": answered_by(model, "name", "version", "uri"),
                 "image": seen[..., 0].tolist(),
             }
         )
@@ -98,6 +98,11 @@ def build(
         Mount("/", app=scoring),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+def answered_by(model: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The part of the model card an answer or a stored correction names."""
+    return {key: model[key] for key in keys}
 
 
 async def image_bytes(request: Request) -> bytes:
