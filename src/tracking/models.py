@@ -82,16 +82,25 @@ def register_challenger(
     return version
 
 
+def registered_parts(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of a models:/name@alias or models:/name/N URI; ("", None, None)
+    for any other URI."""
+    if not uri.startswith("models:/"):
+        return "", None, None
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    if alias:
+        return name, alias, None
+    name, _, version = name.partition("/")
+    return name, None, version if version.isdigit() else None
+
+
 def resolved_version(uri: str) -> str | None:
     """The registry version a models:/name@alias or models:/name/N URI names (None: another URI
     or no such version)."""
-    if not uri.startswith("models:/"):
-        return None
-    name, _, alias = uri.removeprefix("models:/").partition("@")
+    name, alias, version = registered_parts(uri)
     if alias:
         return registry.alias_version(mlflow.MlflowClient(), name, alias)
-    name, _, version = name.partition("/")
-    return version if version.isdigit() else None
+    return version
 
 
 @dataclass(frozen=True)
@@ -124,8 +133,7 @@ def card(uri: str) -> dict[str, str | None]:
     """Which model a URI names, for people: registered name, version, alias, and the page of
     the run that logged it when the tracking store is a server with a UI (else None)."""
     version = resolved_version(uri)
-    name = uri.removeprefix("models:/").partition("@")[0].partition("/")[0]
-    alias = uri.partition("@")[2] or None
+    name, alias, _ = registered_parts(uri)
     run_url = None
     if version is not None:
         client = mlflow.MlflowClient()
