@@ -30,13 +30,13 @@ bootstrap.start(__name__)  # first: quiets the libraries below as they load
 import optuna
 
 import provenance
-from ml import config, data, training
+from ml import config, data, training, tune_params
 from tracking import store
 from tuning import objective, pruning, runs
 from tuning.progress import SearchProgress, TrialReport
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.json"
-PRUNERS = [name for name in config.PRUNERS if name != "none"]
+PRUNERS = [name for name in tune_params.PRUNERS if name != "none"]
 
 
 def arm(pruner: str, splits: data.Splits, scaling: data.Scaling, budget_s: float) -> dict:

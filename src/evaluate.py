@@ -24,7 +24,7 @@ from sklearn import metrics as skm
 
 from common import files, paths
 from inference import feature_maps
-from ml import config, data, model, plots, runtime
+from ml import config, data, footprint, model, plots, runtime
 from tracking import logs, models, pipeline_run, registry, store
 
 
@@ -137,13 +137,21 @@ def track(
     logs.log_table(confusion.assign(true=range(10)), "eval/confusion_matrix.json")
     report = paths.EVAL_REPORTS
     logs.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
+    # What it costs to serve, beside what tune.py --register records: not in metrics.json, which
+    # holds only what the same params, data and seed reproduce (latency is this machine's).
+    costs = footprint.measure(cnn, splits["mnist-test"].x[0]).as_dict()
+    logs.log_metrics(costs)
     name = params.tracking.registered_model
     version = models.log_and_register(cnn, splits["mnist-test"].x[:8], name)
     accuracy = ev.metrics["test_accuracy"]
     decision = registry.apply_registry_policy(
-        name, version, accuracy, params.tracking.champion_floor
+        name, version, accuracy, params.tracking.champion_floor, evidence=costs
     )
-    return f"registered {name} version {version}; {decision.describe()}"
+    return (
+        f"serving: {costs['latency_ms']:.3g} ms per image on this machine, "
+        f"{costs['params']:,} weights, {costs['size_kb']:,.0f} KB\n"
+        f"registered {name} version {version}; {decision.describe()}"
+    )
 
 
 def main() -> None:

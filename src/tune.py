@@ -4,13 +4,15 @@
     python src/tune.py --study quick -S tune.n_trials=3 -S train.epochs=2   # a quick one
     python src/tune.py --study quick --apply && dvc repro   # train that study's winner
     python src/tune.py --study quick --register             # or register it as `challenger`
+    python src/tune.py --study mo -S 'tune.objectives=[val_accuracy,latency_ms]'  # a Pareto front
+    python src/tune.py --study mo --apply --pick fastest:0.1   # fastest within 0.1 pp of the best
 
 Trials train on the training split and are scored on the validation split; the test split is
 never read. -S KEY=VALUE changes params.yaml for this command only: tune.* keys shape the search
 (e.g. tune.space.train.epochs.high=14), train.* and seed are fixed in every trial and leave the
 space. Run the same command in several terminals to search in parallel: the workers share one
 study, which resumes where it stopped. --apply and --register run no trial: they act on the
-study's best so far.
+trial --pick chooses so far (the most accurate, unless told otherwise).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from common.errors import PipelineError
 from ml import config
+from tuning.pick import Pick
 
 # What -S may change: the search (tune.*), where its runs go (tracking.*), and what every trial
 # trains with (train.*, seed). Trials reuse the preprocessed data, so other sections are the
@@ -54,7 +57,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="retrain the study's winner and register it in MLflow as `challenger`",
     )
-    return parser.parse_args(argv)
+    option(
+        "--pick",
+        type=pick_rule,
+        metavar="RULE",
+        help="which trial --apply and --register take: accuracy (the most accurate, the "
+        "default), fastest:TOL or smallest:TOL (the fastest or smallest within TOL percentage "
+        "points of its validation accuracy)",
+    )
+    args = parser.parse_args(argv)
+    if args.pick is not None and not (args.apply or args.register):
+        parser.error("--pick chooses the trial for --apply or --register: give one of them")
+    return args
+
+
+def pick_rule(text: str) -> Pick:
+    try:
+        return Pick.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def given(kind: type) -> Callable[[str], Any]:
@@ -110,7 +131,8 @@ def main() -> None:
     from tuning import search
 
     if acting:
-        search.act_on_best(params, apply=args.apply, register=args.register)
+        pick = args.pick or Pick()
+        search.act_on_best(params, apply=args.apply, register=args.register, pick=pick)
     else:
         search.search(params, fixed)
 

@@ -175,8 +175,10 @@ def test_each_worker_s_study_summary_replaces_the_last_on_the_parent_run():
     for seen in (2, 3):  # the first worker to finish saw 2 trials done, the second 3
         table = pd.DataFrame({"number": range(seen), "value": values[:seen]})
         best = {"trial": seen - 1, "value": values[seen - 1], "params": {}}
-        runs.log_study_summary(parent, {}, table, best)
+        runs.log_study_summary(parent, {}, table, best, table.rename(columns={"number": "trial"}))
     logged = mlflow.artifacts.load_dict(f"runs:/{parent}/trials.json")
+    front = mlflow.artifacts.load_text(f"runs:/{parent}/pareto_front.csv")
+    assert front.splitlines() == ["trial,value", "0,0.9", "1,0.91", "2,0.92"]
     assert logged == {"columns": ["number", "value"], "data": [[0, 0.9], [1, 0.91], [2, 0.92]]}
     tags = mlflow.get_run(parent).data.tags
     assert (tags["best_trial"], tags["best_value"]) == ("2", "0.92")

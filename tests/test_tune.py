@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from common import errors, paths
 from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune, update_params
-from ml import config, params_file
+from ml import config, params_file, tune_params
 from mnist_fakes import UNIT, synthetic_digits, synthetic_splits
 from tracking import lineage, models, store
 from tuning import coordination, objective, pruning, runs, search, storage
@@ -118,7 +118,7 @@ def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
         trial.report(0.5, step)
         decisions.append(trial.should_prune())
     assert decisions == [True] * pruning.LAST_PRUNE_EPOCH + [False, False]
-    built = [pruning.pruner(name) for name in config.PRUNERS]
+    built = [pruning.pruner(name) for name in tune_params.PRUNERS]
     assert built and all(isinstance(p, pruning.EarlyOnly) for p in built)
 
 
@@ -211,8 +211,8 @@ def test_ctrl_c_fails_the_running_trial_and_ends_the_study_run_killed(tune_proje
 
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
-    tune_params = config.load().tune.model_copy(update={"grace_s": 10})
-    rdb = storage.storage(f"sqlite:///{tmp_path}/studies.db", tune_params)
+    tune = config.load().tune.model_copy(update={"grace_s": 10})
+    rdb = storage.storage(f"sqlite:///{tmp_path}/studies.db", tune)
     study = optuna.create_study(study_name="orphans", storage=rdb, direction="maximize")
     study.ask()  # RUNNING, never signed in: its worker died before the trial began
     coordination.sign_in(rdb, study.ask())  # RUNNING and alive: Optuna's heartbeats watch this one
@@ -416,8 +416,8 @@ def wait_for_first_epoch(worker: subprocess.Popen) -> None:
 def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path):
     """Workers on two machines share no file lock: only the study's creator makes the parent."""
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
-    creator, created = coordination.open_study("shared", rdb, "none", existing=False)
-    joiner, joined_too = coordination.open_study("shared", rdb, "none", existing=False)
+    creator, created = coordination.open_study("shared", rdb, config.load().tune, existing=False)
+    joiner, joined_too = coordination.open_study("shared", rdb, config.load().tune, existing=False)
     assert (created, joined_too) == (True, False)
     pauses = []
 
@@ -435,8 +435,9 @@ def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path
 
 def test_a_joiner_whose_creator_never_records_a_parent_makes_it_after_waiting(tmp_path):
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
-    coordination.open_study("orphan", rdb, "none", existing=False)  # its creator died here
-    joiner, _ = coordination.open_study("orphan", rdb, "none", existing=False)
+    tune = config.load().tune
+    coordination.open_study("orphan", rdb, tune, existing=False)  # its creator died here
+    joiner, _ = coordination.open_study("orphan", rdb, tune, existing=False)
     pauses = []
     parent = coordination.parent_run(
         joiner, "mnist-cnn", rdb.url, created=False, pause=pauses.append

@@ -9,24 +9,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common import paths, redact
 from common.errors import PipelineError
 from ml import params_errors
-
-PositiveInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default. Strict types:
-    `epochs: true` or `epochs: 3.5` is an error, not 1 or 3 (an int still passes as a float)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+from ml.params_types import Rate, Strict
+from ml.tune_params import TuneParams
 
 
 class FetchParams(Strict):
@@ -62,7 +54,7 @@ class ConvBlock(Strict):
 
 class ModelSpec(Strict):
     blocks: list[ConvBlock] = Field(min_length=1)
-    dense: list[Annotated[int, Field(ge=1, le=8192)]] = []
+    dense: list[Annotated[int, Field(ge=1, le=8192)]] = Field(default_factory=list)
     conv_activation: Literal["relu", "tanh", "elu", "gelu", "swish"] = "relu"
     dense_activation: Literal["relu", "tanh", "elu", "gelu", "swish"] = "relu"
     dense_dropout: Rate = 0.0
@@ -106,41 +98,6 @@ class TrackingParams(Strict):
     experiment: str = Field(min_length=1)
     registered_model: str = Field(min_length=1)
     champion_floor: Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-class Dimension(Strict):
-    """One searched knob: an int or float range (optionally log-scaled), or a list of choices."""
-
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    choices: list[Any] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _range_or_choices(self) -> Dimension:
-        if (self.choices is None) == (self.low is None or self.high is None):
-            raise ValueError("give either low and high, or choices")
-        if self.choices is None and self.low >= self.high:
-            raise ValueError("low must be below high")
-        return self
-
-
-# tune.py builds each; bench/bench_tune.py measures them (README, Pruning).
-PrunerName = Literal["decile", "quartile", "median", "halving", "hyperband", "none"]
-PRUNERS: tuple[str, ...] = get_args(PrunerName)
-
-
-class TuneParams(Strict):
-    study: str = Field(min_length=1)
-    storage: str | None  # None: the SQLite default; ${NAME}: the URL in $NAME (tuning.storage)
-    n_trials: PositiveInt  # per worker process
-    max_trials: PositiveInt | None  # for the whole study, across workers
-    timeout_s: Annotated[float, Field(gt=0)] | None
-    seed: Annotated[int, Field(ge=0)]
-    pruner: PrunerName
-    heartbeat_s: PositiveInt  # a RUNNING trial's worker proves it is alive this often
-    grace_s: PositiveInt  # after this long without a heartbeat its trial is FAIL, retried once
-    space: dict[str, Dimension] = Field(min_length=1)  # dotted params path -> dimension
 
 
 class Params(Strict):

@@ -36,7 +36,7 @@ def pipeline_run(params: config.Params, tags: dict[str, str]) -> Iterator[str]:
         end_orphaned_runs(exp)
     name = None if in_project else lineage.run_name(tags)  # `mlflow run` has named its run already
     with (
-        mlflow.start_run(experiment_id=exp, run_name=name) as run,
+        mlflow.start_run(experiment_id=exp, run_name=name, log_system_metrics=True) as run,
         ended_as_killed_on_interrupt(),
     ):
         if in_project:
@@ -129,6 +129,9 @@ def resumed_run(path: Path = paths.RUN_FILE) -> Iterator[str]:
         raise store.TrackingError(
             f"cannot resume MLflow run {run_id} in {saved['tracking_uri']}: {err.message}; {fix}"
         ) from err
-    with mlflow.start_run(run_id=run_id) as run, ended_as_killed_on_interrupt():
+    with (
+        mlflow.start_run(run_id=run_id, log_system_metrics=True) as run,
+        ended_as_killed_on_interrupt(),
+    ):
         mlflow.set_tags({"trained_in_run": saved["run_id"], OWNER_TAG: this_process()})
         yield run.info.run_id

@@ -96,6 +96,7 @@ def apply_registry_policy(
     accuracy: float,
     floor: float,
     before_write: Callable[[], None] = lambda: None,
+    evidence: Mapping[str, Any] | None = None,  # more tags: what it costs to serve, say
 ) -> Decision:
     """Make the new version `challenger`, tag its score, and settle `champion` (see above)."""
     client = mlflow.MlflowClient()
@@ -105,7 +106,7 @@ def apply_registry_policy(
         client,
         name,
         version,
-        {"champion_accuracy_before": before_accuracy, "floor": floor},
+        {**(evidence or {}), "champion_accuracy_before": before_accuracy, "floor": floor},
     )
     # The score goes last: from this write on, any racing evaluation counts this version in.
     client.set_model_version_tag(name, version, SCORE_TAG, f"{accuracy:.6f}")

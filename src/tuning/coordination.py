@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from common import redact
 from common.errors import PipelineError
-from ml import config
+from ml import config, tune_params
 from tuning import pruning, runs, storage
 
 # The study remembers the train.* and seed values its command fixed with -S: its trials are only
@@ -43,12 +43,17 @@ PARENT_ATTR = "mlflow_parent_run"
 
 PARENT_WAITS, PARENT_PAUSE_S = 60, 0.5
 
+# The study remembers its tune.objectives and tune.constraints: workers joining it must share them.
+GOAL_ATTR = "goal"
+
 
 def open_study(
-    name: str, rdb: RDBStorage, pruner_name: str, existing: bool
+    name: str, rdb: RDBStorage, tune: tune_params.TuneParams, existing: bool
 ) -> tuple[optuna.Study, bool]:
     """Join (or start) the study, and say whether this worker created it; with `existing`, a
-    missing one is an error, not a new study."""
+    missing one is an error, not a new study. A study of several objectives has no pruner:
+    Optuna prunes single-objective studies only."""
+    pruner = optuna.pruners.NopPruner() if tune.several else pruning.pruner(tune.pruner)
     if existing:
         if name not in optuna.get_all_study_names(rdb):
             known = ", ".join(optuna.get_all_study_names(rdb)) or "none yet"
@@ -56,18 +61,14 @@ def open_study(
                 f"no study named {name!r} in {redact.uri(rdb.url)} (studies there: {known});"
                 f" run `python src/tune.py --study {name}` to search first"
             )
-        return optuna.load_study(
-            study_name=name, storage=rdb, pruner=pruning.pruner(pruner_name)
-        ), False
+        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner), False
     try:  # the storage lets one worker create a name: it alone learns that it did
         study = optuna.create_study(
-            study_name=name, storage=rdb, direction="maximize", pruner=pruning.pruner(pruner_name)
+            study_name=name, storage=rdb, directions=tune.directions, pruner=pruner
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        return optuna.load_study(
-            study_name=name, storage=rdb, pruner=pruning.pruner(pruner_name)
-        ), False
+        return optuna.load_study(study_name=name, storage=rdb, pruner=pruner), False
 
 
 def parent_run(
@@ -93,6 +94,28 @@ def parent_run(
     return run_id
 
 
+def keep_goal(study: optuna.Study, tune: tune_params.TuneParams) -> None:
+    """Record what the study optimises and within what bounds, or refuse a worker that would
+    optimise something else: its trials would not compare with the study's."""
+    goal = {"objectives": tune.objectives, "constraints": constraints_of(tune)}
+    recorded = study.user_attrs.get(GOAL_ATTR)
+    if recorded is None and not study.trials:
+        study.set_user_attr(GOAL_ATTR, goal)
+        return
+    # A study older than GOAL_ATTR optimised validation accuracy alone, unbounded.
+    recorded = recorded or {"objectives": ["val_accuracy"], "constraints": {}}
+    for key in ("objectives", "constraints"):
+        if recorded[key] != goal[key]:
+            raise PipelineError(
+                f"study {study.study_name} has tune.{key} {recorded[key]}, this command "
+                f"{goal[key]}: give the study's (-S 'tune.{key}=...'), or name another --study"
+            )
+
+
+def constraints_of(tune: tune_params.TuneParams) -> dict[str, dict[str, float]]:
+    return {name: bound.model_dump(exclude_none=True) for name, bound in tune.constraints.items()}
+
+
 def keep_fixed(study: optuna.Study, fixed: dict[str, Any]) -> None:
     """Record the study's -S values, or refuse a worker whose values differ from them."""
     recorded = study.user_attrs.get(FIXED_ATTR)
@@ -114,7 +137,7 @@ def joined(params: config.Params, existing: bool) -> tuple[optuna.Study, RDBStor
     storage.STUDIES_DB.parent.mkdir(exist_ok=True)
     with FileLock(storage.STUDIES_LOCK):
         rdb = storage.storage(params.tune.storage, params.tune)
-        study, created = open_study(params.tune.study, rdb, params.tune.pruner, existing)
+        study, created = open_study(params.tune.study, rdb, params.tune, existing)
         parent_id = parent_run(study, params.tracking.experiment, rdb.url, created)
     return study, rdb, parent_id, created
 

@@ -1,5 +1,6 @@
 """One trial: draw its values from the space, train with training.fit (the project's one training
-loop) in a child MLflow run, report each epoch to the pruner, return the validation accuracy."""
+loop) in a child MLflow run, report each epoch to the pruner, measure the model (ml.footprint),
+and return its objectives: the validation accuracy alone, or with latency, weights or size."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from ml import config, data, runtime, training
+from ml import config, data, footprint, runtime, training, tune_params
 from tracking import logs
-from tuning import coordination, runs, summary
+from tuning import coordination, front, runs, summary
 from tuning.progress import SearchProgress, clock_time
 
 
@@ -26,9 +27,9 @@ class EpochReport(keras.callbacks.Callback):
     trial at "10%" cost 3 epochs, and long schedules won such rungs, so every complete trial was
     a long one: 2.1x at best, bench/README.md.)"""
 
-    def __init__(self, trial: optuna.Trial, progress: SearchProgress) -> None:
+    def __init__(self, trial: optuna.Trial, progress: SearchProgress, prune: bool = True) -> None:
         super().__init__()
-        self.trial, self.progress = trial, progress
+        self.trial, self.progress, self.prune = trial, progress, prune
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         accuracy = float(logs["val_accuracy"])
@@ -38,12 +39,14 @@ class EpochReport(keras.callbacks.Callback):
             f"{clock_time(self.progress.elapsed())} elapsed",
             flush=True,
         )
+        if not self.prune:  # Optuna prunes single-objective studies only
+            return
         self.trial.report(accuracy, step=epoch + 1)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
 
-def suggest(trial: optuna.Trial, space: dict[str, config.Dimension]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: dict[str, tune_params.Dimension]) -> dict[str, Any]:
     """One value per dimension, named by its params.yaml path."""
     chosen: dict[str, Any] = {}
     for path, dim in space.items():
@@ -56,7 +59,7 @@ def suggest(trial: optuna.Trial, space: dict[str, config.Dimension]) -> dict[str
     return chosen
 
 
-def searched(space: dict[str, config.Dimension], fixed: dict[str, Any]) -> dict[str, Any]:
+def searched(space: dict[str, tune_params.Dimension], fixed: dict[str, Any]) -> dict[str, Any]:
     """The dimensions that -S did not fix (train.epochs=2 fixes train.epochs; train.model=...
     fixes every train.model.* dimension)."""
     return {
@@ -67,7 +70,8 @@ def searched(space: dict[str, config.Dimension], fixed: dict[str, Any]) -> dict[
 
 
 class Objective:
-    """Train one candidate with training.fit and return its final validation accuracy."""
+    """Train one candidate with training.fit; return its objectives, in tune.objectives' order
+    (one value for a single objective, as Optuna expects)."""
 
     def __init__(
         self,
@@ -81,12 +85,13 @@ class Objective:
     ) -> None:
         self.splits, self.scaling, self.parent_id, self.rdb = splits, scaling, parent_id, rdb
         self.params = params  # validated once, with the -S values: each trial starts from these
+        self.tune = params.tune
         self.fixed = fixed or {}
         self.space = searched(params.tune.space, self.fixed)
         self.progress = progress or SearchProgress(n_trials=1, timeout_s=None)
         self.device = runtime.configure(params.train.precision)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         if self.rdb is not None:
             coordination.sign_in(self.rdb, trial)
             coordination.fail_orphans(self.rdb, trial.study)
@@ -97,13 +102,28 @@ class Objective:
         trial.set_user_attr(summary.TRAINED_ATTR, summary.trained_with(params))
         keras.backend.clear_session()  # free the previous trial's graphs (memory grows otherwise)
         with runs.trial_run(self.parent_id, trial.number, self.fixed | chosen) as outcome:
+            report = EpochReport(trial, self.progress, prune=not self.tune.several)
             try:
-                fitted = self.fit(params, [EpochReport(trial, self.progress)])
+                fitted = self.fit(params, [report])
             except optuna.TrialPruned:
                 outcome["state"] = "PRUNED"
                 raise
+            scores = self.measured(trial, fitted)
             outcome["state"] = "COMPLETE"
-        return fitted.final()["val_accuracy"]
+        values = tuple(scores[name] for name in self.tune.objectives)
+        return values if self.tune.several else values[0]
+
+    def measured(self, trial: optuna.Trial, fitted: training.Fitted) -> dict[str, float]:
+        """Every measure (tune_params.MEASURES), whatever the study optimises, so that any
+        study can be picked from by speed or size (front.Pick); and the bounds' verdicts."""
+        costs = footprint.measure(fitted.model, self.splits.val.x[0]).as_dict()
+        runs.log_trial_costs(costs, fitted.seconds)
+        scores = {"val_accuracy": fitted.final()["val_accuracy"], **costs}
+        trial.set_user_attr(front.MEASURES_ATTR, scores)
+        trial.set_user_attr(front.SECONDS_ATTR, fitted.seconds)
+        for name, bound in self.tune.constraints.items():
+            trial.set_constraint(name, bound.excess(scores[name]))
+        return scores
 
     def fit(
         self, params: config.Params, callbacks: Sequence[keras.callbacks.Callback] = ()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from tuning import runs, summary
+from tuning import front, runs, summary
 
 
 def clock_time(seconds: float) -> str:
@@ -57,26 +57,39 @@ class SearchProgress:
 
 
 class TrialReport:
-    """Optuna's callback after each trial: one line for the user, the best so far for MLflow."""
+    """Optuna's callback after each trial: one line for the user, its scores for MLflow."""
 
-    def __init__(self, parent_id: str, progress: SearchProgress) -> None:
-        self.parent_id, self.progress = parent_id, progress
+    def __init__(self, parent_id: str, progress: SearchProgress, objectives: list[str]) -> None:
+        self.parent_id, self.progress, self.objectives = parent_id, progress, objectives
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         best = summary.best_so_far(study)
         # A pruned trial's value is its last epoch's, not a score to plot beside complete ones.
-        value = trial.value if trial.state == TrialState.COMPLETE else None
-        runs.log_trial_outcome(self.parent_id, trial.number, value, best and best.value)
-        if trial.state == TrialState.PRUNED:
-            outcome = f"PRUNED after epoch {trial.last_step}"
-        elif trial.value is not None:
-            outcome = f"COMPLETE val_accuracy {trial.value:.4f}"
-        else:
-            outcome = trial.state.name
-        leader = "" if best is None else f"; best {best.value:.4f} (trial {best.number})"
+        scores = None
+        if trial.state == TrialState.COMPLETE:
+            scores = dict(zip(self.objectives, trial.values, strict=True))
+        runs.log_trial_outcome(self.parent_id, trial.number, scores, best and front.accuracy(best))
         print(
-            f"trial {trial.number} {outcome} in {clock_time(seconds)}{leader}; "
-            f"{self.progress.trial_ended()}",
+            f"trial {trial.number} {self.outcome(trial, scores)} in {clock_time(seconds)}"
+            f"{self.standing(study, best)}; {self.progress.trial_ended()}",
             flush=True,
         )
+
+    @staticmethod
+    def outcome(trial: optuna.trial.FrozenTrial, scores: dict[str, float] | None) -> str:
+        if trial.state == TrialState.PRUNED:
+            return f"PRUNED after epoch {trial.last_step}"
+        if scores is None:
+            return trial.state.name
+        bounds = "" if front.feasible(trial) else " (outside tune.constraints)"
+        return f"COMPLETE {front.shown(scores)}{bounds}"
+
+    def standing(self, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> str:
+        """The best so far, or the size of the front for several objectives."""
+        if best is None:
+            return ""
+        if len(self.objectives) > 1:
+            size = len(front.pareto_front(study))
+            return f"; Pareto front: {size} trial{'s' if size > 1 else ''}"
+        return f"; best {front.accuracy(best):.4f} (trial {best.number})"

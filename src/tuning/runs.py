@@ -4,6 +4,7 @@ child run per trial, each ended with the trial's state."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -57,11 +58,13 @@ def searching(parent_id: str, others_running: Callable[[], bool]) -> Iterator[No
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
-def log_trial_outcome(parent_id: str, number: int, value: float | None, best: float | None) -> None:
-    """On the study's run, by trial number: each complete trial's score and the best so far
-    (the curve a user watches flatten)."""
+def log_trial_outcome(
+    parent_id: str, number: int, scores: dict[str, float] | None, best: float | None
+) -> None:
+    """On the study's run, by trial number: each complete trial's objectives and the best
+    accuracy so far (the curve a user watches flatten)."""
     client = mlflow.MlflowClient()
-    for name, metric in {"val_accuracy": value, "best_val_accuracy": best}.items():
+    for name, metric in {**(scores or {}), "best_val_accuracy": best}.items():
         if metric is not None:
             client.log_metric(parent_id, name, float(metric), step=number)
 
@@ -77,7 +80,8 @@ def trial_run(parent_id: str, number: int, params: dict[str, Any]) -> Iterator[d
         experiment_id=parent.info.experiment_id,
         run_name=f"trial-{number}",
         parent_run_id=parent_id,
-        tags={"optuna_trial": str(number)},
+        tags={"optuna_trial": str(number), "worker": socket.gethostname()},
+        log_system_metrics=True,
     )
     try:
         mlflow.log_params(params)
@@ -86,6 +90,12 @@ def trial_run(parent_id: str, number: int, params: dict[str, Any]) -> Iterator[d
         mlflow.set_tag("trial_state", outcome["state"])
         mlflow.log_metric("duration_s", time.monotonic() - start)
         mlflow.end_run(status=STATE_TO_STATUS[outcome["state"]])
+
+
+def log_trial_costs(costs: dict[str, float], train_seconds: float) -> None:
+    """On the trial's run: what its model costs to serve (ml.footprint), and its training time,
+    a cost that compares trials (duration_s adds the measuring and the logging)."""
+    mlflow.log_metrics({**costs, "train_seconds": train_seconds})
 
 
 def fail_dead_trial_runs(parent_id: str, failed_trials: Iterable[int]) -> list[str]:
@@ -117,15 +127,21 @@ def retrain_run(parent_id: str, trial: int, params: dict[str, Any]) -> Iterator[
         run_name=f"trial-{trial}-retrained",
         parent_run_id=parent_id,
         tags={"retrained_trial": str(trial)},
+        log_system_metrics=True,
     ):
         mlflow.log_params(params)
         yield
 
 
 def log_study_summary(
-    parent_id: str, figures: dict[str, Any], trials: pd.DataFrame, best: dict[str, Any]
+    parent_id: str,
+    figures: dict[str, Any],
+    trials: pd.DataFrame,
+    best: dict[str, Any],
+    pareto: pd.DataFrame,
 ) -> None:
-    """Optuna's plots as images, the trials table, and the best trial, on the parent run.
+    """Optuna's plots as images, the trials table, the front's table (every complete trial's
+    measures, the front first) and the best trial, on the parent run.
 
     Every worker of the study writes this when it finishes, so each write replaces the last:
     the table is written as text, not with log_table, which appends to a table already there (a
@@ -138,6 +154,24 @@ def log_study_summary(
     table = trials.to_json(orient="split", index=False, date_format="iso")  # log_table's format
     client.log_text(parent_id, table, "trials.json")
     client.log_text(parent_id, trials.to_csv(index=False), "trials.csv")
+    client.log_text(parent_id, pareto.to_csv(index=False), "pareto_front.csv")
     client.log_dict(parent_id, best, "best.json")
     tags = {"best_value": str(best["value"]), "best_trial": str(best["trial"])}
     client.log_batch(parent_id, tags=[RunTag(key, value) for key, value in tags.items()])
+
+
+def tag_front(parent_id: str, on_front: Iterable[int]) -> None:
+    """pareto=true on the runs of the front's trials, false on the other complete trials' (a
+    trial leaves the front when a later one beats it), so the runs table can filter on it."""
+    numbers = {str(number) for number in on_front}
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.trial_state = 'COMPLETE'",
+        max_results=50_000,
+    )
+    for run in children:
+        number = run.data.tags.get("optuna_trial")
+        if number is not None:
+            client.set_tag(run.info.run_id, "pareto", str(number in numbers).lower())

@@ -18,9 +18,10 @@ import optuna
 from optuna.storages import RDBStorage
 
 from common import files, paths, redact
-from ml import config, params_file, training
+from ml import config, footprint, params_file, training, tune_params
 from tracking import lineage, models, store
-from tuning import coordination, objective, runs, storage, summary
+from tuning import coordination, front, objective, runs, storage, summary
+from tuning.pick import Pick
 from tuning.progress import SearchProgress, TrialReport, clock_time
 
 STORAGE_VARIABLE = "OPTUNA_STORAGE"  # what the README and team_stack.py export the URL as
@@ -39,9 +40,9 @@ def quiet_optuna() -> None:
 def register_best(
     trainer: objective.Objective, study: str, best: dict[str, Any], name: str
 ) -> None:
-    """Retrain the best trial with what it trained with (same seed: on CPU, the same weights)
-    and register the model as `challenger`; tuning never reads the test set, so `champion` is
-    evaluate's call."""
+    """Retrain the picked trial with what it trained with (same seed: on CPU, the same weights)
+    and register the model as `challenger`, tagged with what it costs to serve (measured again,
+    here); tuning never reads the test set, so `champion` is evaluate's call."""
     print(f"retraining trial {best['trial']} of study {study} to register it ...", flush=True)
     params = summary.rebuilt(trainer.params, best)
     keras.backend.clear_session()
@@ -49,13 +50,25 @@ def register_best(
     with runs.retrain_run(trainer.parent_id, best["trial"], logged):
         fitted = trainer.fit(params)
         val = fitted.final()["val_accuracy"]
+        costs = footprint.measure(fitted.model, trainer.splits.val.x[0]).as_dict()
+        runs.log_trial_costs(costs, fitted.seconds)
         tags = {"study": study, "trial": best["trial"], "trial_val_accuracy": best["value"]}
         version = models.register_challenger(
-            fitted.model, trainer.splits.val.x[:5], name, tags | {"val_accuracy": val}
+            fitted.model,
+            trainer.splits.val.x[:5],
+            name,
+            tags | {"pick": best["pick"], "val_accuracy": val, **costs},
         )
     print(
         f"registered {name} version {version} as challenger: val_accuracy {val:.4f} "
-        f"(the trial's: {best['value']:.4f})"
+        f"(the trial's: {best['value']:.4f}), {costs_line(costs)}"
+    )
+
+
+def costs_line(costs: dict[str, float]) -> str:
+    return (
+        f"latency {costs['latency_ms']:.3g} ms, {costs['params']:,} weights, "
+        f"{costs['size_kb']:,.0f} KB"
     )
 
 
@@ -66,13 +79,14 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
     splits, scaling = training.load_inputs()
     tune = params.tune
     study, rdb, parent_id, created = coordination.joined(params, existing=False)
+    coordination.keep_goal(study, tune)
     coordination.keep_fixed(study, fixed)
     study.sampler = optuna.samplers.TPESampler(
         seed=coordination.sampler_seed(tune.seed, study, created)
     )
     progress = SearchProgress(tune.n_trials, tune.timeout_s)
     trainer = objective.Objective(splits, scaling, parent_id, params, fixed, rdb, progress)
-    callbacks: list[Any] = [TrialReport(parent_id, progress)]
+    callbacks: list[Any] = [TrialReport(parent_id, progress, tune.objectives)]
     if tune.max_trials:
         callbacks.append(optuna.study.MaxTrialsCallback(tune.max_trials))
     announce(study, rdb, tune, list(trainer.space), fixed)
@@ -87,9 +101,19 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
             gc_after_trial=True,
         )
     best = summary.best_of(study)
-    runs.log_study_summary(parent_id, summary.figures(study), study.trials_dataframe(), best)
+    pareto = front.pareto_front(study)
+    figures = summary.figures(study, tune.objectives)
+    runs.log_study_summary(parent_id, figures, study.trials_dataframe(), best, front.table(study))
+    runs.tag_front(parent_id, [trial.number for trial in pareto])
     with files.atomic_path(paths.BEST_PARAMS_FILE) as tmp, tmp.open("w") as handle:
         params_file.dump(best, handle)
+    if tune.several:
+        print_front(pareto, tune, len(study.trials))
+    else:
+        print_best(best, tune)
+
+
+def print_best(best: dict[str, Any], tune: tune_params.TuneParams) -> None:
     print(f"best: trial {best['trial']}, val_accuracy {best['value']:.4f}")
     for key, value in best["params"].items():
         print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
@@ -99,10 +123,39 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
     print(f"  python src/tune.py {study_flags} --register   # or register it as challenger now")
 
 
+# The fronts printed whole: longer ones are in the parent run's pareto_front.csv.
+FRONT_LINES = 8
+
+
+def print_front(
+    pareto: list[optuna.trial.FrozenTrial], tune: tune_params.TuneParams, n_trials: int
+) -> None:
+    directions = ", ".join(
+        f"{name} {'up' if direction == 'maximize' else 'down'}"
+        for name, direction in zip(tune.objectives, tune.directions, strict=True)
+    )
+    print(f"Pareto front ({directions}): {len(pareto)} of {n_trials} trials, most accurate first")
+    for trial in pareto[:FRONT_LINES]:
+        print(f"  {front.described(trial, tune.objectives)}")
+    if len(pareto) > FRONT_LINES:
+        print(f"  ... {len(pareto) - FRONT_LINES} more in the study run's pareto_front.csv")
+    study_flags = flags(tune)
+    print("pick one and train it in the pipeline, or register it as challenger now:")
+    print(f"  python src/tune.py {study_flags} --apply --pick accuracy && dvc repro  # the best")
+    print(
+        f"  python src/tune.py {study_flags} --apply --pick fastest:0.1 && dvc repro  "
+        f"# fastest within 0.1 pp of it"
+    )
+    print(
+        f"  python src/tune.py {study_flags} --register --pick smallest:0.1  # smallest within "
+        f"0.1 pp"
+    )
+
+
 def announce(
     study: optuna.Study,
     rdb: RDBStorage,
-    tune: config.TuneParams,
+    tune: tune_params.TuneParams,
     space: list[str],
     fixed: dict[str, Any],
 ) -> None:
@@ -112,11 +165,19 @@ def announce(
         f"far; this worker runs up to {tune.n_trials}{limit}"
     )
     print(f"searching {', '.join(space)}")
+    if tune.several:
+        print(
+            f"objectives {', '.join(tune.objectives)}: no pruning (Optuna prunes single-"
+            f"objective studies only), so every trial trains all its epochs"
+        )
+    if tune.constraints:
+        bounds = coordination.constraints_of(tune)
+        print(f"bounds: {', '.join(f'{name} {bound}' for name, bound in bounds.items())}")
     if fixed:
         print(f"fixed in every trial: {', '.join(f'{k}={v}' for k, v in fixed.items())}")
 
 
-def flags(tune: config.TuneParams) -> str:
+def flags(tune: tune_params.TuneParams) -> str:
     """The options that name the study, for the commands the user is told to run next."""
     if not tune.storage:
         return f"--study {tune.study}"
@@ -129,15 +190,15 @@ def flags(tune: config.TuneParams) -> str:
     return f"--study {tune.study} --storage {shown}"
 
 
-def act_on_best(params: config.Params, apply: bool, register: bool) -> None:
-    """--apply / --register: the study's best so far, without running a trial."""
+def act_on_best(params: config.Params, apply: bool, register: bool, pick: Pick) -> None:
+    """--apply / --register: the trial `pick` chooses so far, without running a trial."""
     quiet_optuna()
     store.connect(store.tracking_uri())
     study, _, parent_id, _ = coordination.joined(params, existing=True)
-    best = summary.best_of(study)
+    best = summary.best_of(study, pick)
     print(
-        f"study {params.tune.study}: best is trial {best['trial']}, val_accuracy "
-        f"{best['value']:.4f} of {len(study.trials)} trials"
+        f"study {params.tune.study}: {pick.describe()} of {len(study.trials)} is trial "
+        f"{best['trial']}: {front.shown(best['measures'])}"
     )
     if apply:
         changed = params_file.set_sections(summary.trained_with(summary.rebuilt(params, best)))

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from common import paths, redact
 from common.errors import PipelineError, translator
-from ml import config
+from ml import tune_params
 
 STUDIES_DB = paths.ROOT / "optuna" / "studies.db"
 # Held while a process opens the default storage: two processes creating its tables at once
@@ -42,7 +42,7 @@ def resolved(given: str | None) -> str | None:
     return os.environ[name]
 
 
-def storage(given: str | None, tune: config.TuneParams) -> RDBStorage:
+def storage(given: str | None, tune: tune_params.TuneParams) -> RDBStorage:
     """SQLite by default (measured: a 60 s lock timeout held 64 workers, the default 5 s lost
     trials); any RDB URL (postgresql://...) for workers on many machines, given as is or as the
     ${NAME} of the variable holding it. Heartbeats turn a killed worker's RUNNING trial into

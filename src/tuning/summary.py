@@ -1,4 +1,5 @@
-"""A study's outcome: its best trial as --apply and --register use it, and Optuna's plots."""
+"""A study's outcome: the trial --apply and --register use (tuning.front picks it), and Optuna's
+plots."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 
 import optuna
 from matplotlib import pyplot
+from optuna.trial import TrialState
 
 from common.errors import PipelineError
 from ml import config
-from tuning import coordination
+from tuning import coordination, front
+from tuning.pick import Pick
 
 # What each trial trained with: the whole train section and the seed, so that --apply and
 # --register rebuild exactly that trial, whatever params.yaml says by then.
@@ -18,28 +21,32 @@ TRAINED_ATTR = "trained_with"
 
 
 def best_so_far(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
+    """The most accurate feasible trial (of any study, one objective or several)."""
+    return front.picked(front.candidates(study), Pick())
 
 
-def figures(study: optuna.Study) -> dict[str, Any]:
-    """Optuna's standard plots; those a study cannot draw yet (importances need 2 complete
-    trials) are left out without a word: the others and the trials table say enough."""
+def figures(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
+    """Optuna's standard plots, of validation accuracy where a study has several objectives,
+    and its Pareto front; those a study cannot draw yet (importances need 2 complete trials) are
+    left out without a word: the others and the trials table say enough."""
     plots = optuna.visualization.matplotlib
+    accuracy = {"target": lambda trial: trial.values[0], "target_name": objectives[0]}
+    by_accuracy = accuracy if len(objectives) > 1 else {}
     makers = {
-        "optimization_history": plots.plot_optimization_history,
-        "param_importances": plots.plot_param_importances,
-        "parallel_coordinate": plots.plot_parallel_coordinate,
-        "intermediate_values": plots.plot_intermediate_values,
+        "optimization_history": lambda: plots.plot_optimization_history(study, **by_accuracy),
+        "param_importances": lambda: plots.plot_param_importances(study, **by_accuracy),
+        "parallel_coordinate": lambda: plots.plot_parallel_coordinate(study, **by_accuracy),
+        "intermediate_values": lambda: plots.plot_intermediate_values(study),
     }
     drawn = {}
+    pareto = front.figure(study, objectives)
+    if pareto is not None:
+        drawn["pareto_front"] = pareto
     for name, make in makers.items():
         with warnings.catch_warnings():  # e.g. "trial 3 is omitted": pruned trials have no value
             warnings.simplefilter("ignore")
             try:
-                axes = make(study)
+                axes = make()
             except (ValueError, RuntimeError):
                 continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
@@ -48,20 +55,27 @@ def figures(study: optuna.Study) -> dict[str, Any]:
     return drawn
 
 
-def best_of(study: optuna.Study) -> dict[str, Any]:
-    """The winner as --apply and --register use it: the fixed values and the searched ones."""
-    best = best_so_far(study)
+def best_of(study: optuna.Study, pick: Pick | None = None) -> dict[str, Any]:
+    """The trial `pick` chooses (default: the most accurate), as --apply and --register use
+    it: the fixed values and the searched ones, what it trained with and what it measured."""
+    pick = pick or Pick()
+    best = front.picked(front.candidates(study), pick)
     if best is None:
+        bounded = (
+            " inside tune.constraints" if study.get_trials(states=(TrialState.COMPLETE,)) else ""
+        )
         raise PipelineError(
-            f"study {study.study_name} has no complete trial yet: run "
+            f"study {study.study_name} has no complete trial{bounded} yet: run "
             f"`python src/tune.py --study {study.study_name}` until one completes"
         )
     fixed = study.user_attrs.get(coordination.FIXED_ATTR, {})
     return {
-        "value": best.value,
+        "value": front.accuracy(best),
         "trial": best.number,
+        "pick": str(pick),
         "params": fixed | best.params,  # what the command and the search chose
         "trained_with": best.user_attrs.get(TRAINED_ATTR),  # all it trained with
+        "measures": front.measures(best),
     }
 
 

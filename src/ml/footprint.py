@@ -1,0 +1,69 @@
+"""What a model costs where it serves: the time one image takes through it on this machine, its
+weight count and its saved size. Tuning searches and bounds them (tune.objectives,
+tune.constraints); evaluate and tune.py --register record them on every registered version."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ml import model
+
+# The first calls trace and compile the predict function (seconds, not milliseconds); the
+# median of many calls after them ignores the odd call that a busy machine delays.
+WARMUP_CALLS, TIMED_CALLS = 10, 50
+
+
+@dataclass(frozen=True)
+class Footprint:
+    latency_ms: float  # one image, median over TIMED_CALLS, on the machine that measured it
+    params: int  # weights
+    size_kb: float  # the saved .keras archive
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def latency_ms(
+    cnn: keras.Model,
+    image: np.ndarray,
+    clock: Callable[[], float] = time.perf_counter,  # tests pass their own
+    warmup: int = WARMUP_CALLS,
+    repeats: int = TIMED_CALLS,
+) -> float:
+    """The median time of one image through `predict_on_batch`, the call serving makes
+    (tracking.served_model), in milliseconds."""
+    batch = image.reshape((1, *cnn.input_shape[1:]))
+    for _ in range(warmup):
+        cnn.predict_on_batch(batch)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        cnn.predict_on_batch(batch)
+        times.append(clock() - start)
+    return statistics.median(times) * 1000
+
+
+def size_kb(cnn: keras.Model) -> float:
+    """The size of the model as the pipeline saves it (ml.model.save)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(cnn, path)
+        return path.stat().st_size / 1024
+
+
+def measure(
+    cnn: keras.Model, image: np.ndarray, clock: Callable[[], float] = time.perf_counter
+) -> Footprint:
+    return Footprint(
+        latency_ms=round(latency_ms(cnn, image, clock), 4),
+        params=cnn.count_params(),
+        size_kb=round(size_kb(cnn), 1),
+    )
