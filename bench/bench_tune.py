@@ -49,7 +49,9 @@ def arm(pruner: str, splits: data.Splits, scaling: data.Scaling, budget_s: float
     progress = SearchProgress(n_trials=1000, timeout_s=budget_s)
     trainer = objective.Objective(splits, scaling, parent, config.load(), progress=progress)
     start = time.perf_counter()
-    study.optimize(trainer, timeout=budget_s, callbacks=[TrialReport(parent, progress)])
+    study.optimize(
+        trainer, timeout=budget_s, callbacks=[TrialReport(parent, progress, ["val_accuracy"])]
+    )
     hours = (time.perf_counter() - start) * (os.cpu_count() or 1) / 3600
     states = [t.state.name for t in study.trials]
     return {
