@@ -391,12 +391,17 @@ def test_the_search_space_is_read_from_params():
     assert objective.suggest(trial, space) == {"train.epochs": 5}
 
 
-def start_tune(project: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+def start_tune(
+    project: Path,
+    *args: str,
+    stdout: int = subprocess.DEVNULL,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "src/tune.py", *args],
         cwd=project,
         text=True,
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         stdout=stdout,
         stderr=subprocess.STDOUT if stdout == subprocess.PIPE else subprocess.PIPE,
     )

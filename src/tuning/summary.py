@@ -55,19 +55,27 @@ def figures(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
     return drawn
 
 
+def no_candidate(study: optuna.Study) -> str:
+    """Why no trial can be picked, and what to do."""
+    name = study.study_name
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if not complete:
+        return f"study {name} has no complete trial yet: run `python src/tune.py --study {name}`"
+    bounds = study.user_attrs.get(coordination.GOAL_ATTR, {}).get("constraints")
+    return (
+        f"none of the {complete} complete trials of study {name} is inside its "
+        f"tune.constraints {bounds}: search on (`python src/tune.py --study {name}`), or "
+        f"search a new --study with looser bounds"
+    )
+
+
 def best_of(study: optuna.Study, pick: Pick | None = None) -> dict[str, Any]:
     """The trial `pick` chooses (default: the most accurate), as --apply and --register use
     it: the fixed values and the searched ones, what it trained with and what it measured."""
     pick = pick or Pick()
     best = front.picked(front.candidates(study), pick)
     if best is None:
-        bounded = (
-            " inside tune.constraints" if study.get_trials(states=(TrialState.COMPLETE,)) else ""
-        )
-        raise PipelineError(
-            f"study {study.study_name} has no complete trial{bounded} yet: run "
-            f"`python src/tune.py --study {study.study_name}` until one completes"
-        )
+        raise PipelineError(no_candidate(study))
     fixed = study.user_attrs.get(coordination.FIXED_ATTR, {})
     return {
         "value": front.accuracy(best),
