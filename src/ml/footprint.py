@@ -17,8 +17,9 @@ import numpy as np
 from ml import model
 
 # The first calls trace and compile the predict function (seconds, not milliseconds); the
-# median of many calls after them ignores the odd call that a busy machine delays (repeated
-# measurements of one model still spread by about ±10% on 2 cores: bench/README.md, Pareto).
+# median of many calls after them ignores the odd call that a busy machine delays. The figure
+# still moves with the machine's load from one measurement to the next (bench/README.md, Tuning
+# for speed and size), so models are compared on figures measured side by side.
 WARMUP_CALLS, TIMED_CALLS = 10, 100
 
 
