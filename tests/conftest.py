@@ -5,14 +5,18 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -296,6 +300,85 @@ def draw_strokes(page, strokes: list[list[tuple[float, float]]]) -> None:
 
 # A 7 as many write it: the bar, then (the pen lifted) the stem.
 SEVEN_STROKES = [[(0.25, 0.2), (0.75, 0.2)], [(0.72, 0.24), (0.45, 0.85)]]
+
+
+# --- DVC: real repos and the experiments queue (test_team, test_feedback, test_dvc_queue) ---
+
+DVC_LIMIT_S = 900  # the longest one dvc command (or the queued experiments) may take here
+POLL_S = 2.0  # how often the queue's status is read while its experiments run
+
+
+def git(root: Path, *args: str) -> None:
+    identity = ["-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
+
+
+def dvc(root: Path, *args: str) -> str:
+    command = ["dvc", *args]
+    try:
+        result = run_in_venv([sys.executable, "-m", *command], root, DVC_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{shlex.join(command)}` in {root} still running after {DVC_LIMIT_S} s")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def start_queue(root: Path, jobs: int) -> None:
+    """`dvc queue start -j JOBS`. Its output goes to a file, not a pipe: the daemon it leaves
+    behind keeps the descriptors, and a pipe would stay open, so the call would not return,
+    until the last worker exits (with a hung worker, never)."""
+    with tempfile.TemporaryFile("w+") as said:
+        result = subprocess.run(
+            [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+            cwd=root,
+            env=venv_env(),
+            stdout=said,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=DVC_LIMIT_S,
+            check=False,
+        )
+        said.seek(0)
+        assert result.returncode == 0, said.read()[-2000:]
+
+
+def wait_for_experiments(
+    root: Path,
+    names: Iterable[str],
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until `dvc queue status` says each named experiment succeeded. Not until the queue's
+    workers exit: under load one may never do (its monitor thread dies on a JSONDecodeError
+    reading the filesystem broker, a race inside dvc-task), and its experiment is done anyway."""
+    wanted, deadline = set(names), clock() + DVC_LIMIT_S
+    while True:
+        status = dvc(root, "queue", "status")
+        rows = [line.split() for line in status.splitlines()]
+        states = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in wanted}
+        if {name for name, state in states.items() if state in ("Success", "Failed")} == wanted:
+            break
+        if clock() > deadline:
+            pytest.fail(f"queued {sorted(wanted)} not done in {DVC_LIMIT_S} s:\n{status}")
+        pause(POLL_S)
+    assert set(states.values()) == {"Success"}, status
+
+
+def stop_queue(root: Path) -> list[str]:
+    """`dvc queue stop --kill`, then every process still running in the repo or below it is
+    ended: a worker that never exits, and the stage a frozen worker was running, which the kill
+    orphans. None may outlive the test. Returns the command lines of those ended."""
+    dvc(root, "queue", "stop", "--kill")
+    left = [process for process in psutil.process_iter(["cmdline", "cwd"]) if inside(process, root)]
+    for process in left:
+        process.kill()  # a frozen (SIGSTOPped) process ignores SIGTERM until it is continued
+    assert not psutil.wait_procs(left, timeout=30)[1]
+    return [" ".join(process.info["cmdline"] or []) for process in left]
+
+
+def inside(process: psutil.Process, root: Path) -> bool:
+    cwd = process.info["cwd"]
+    return process.pid != os.getpid() and cwd is not None and Path(cwd).is_relative_to(root)
 
 
 # --- faults: a nearly full file system (test_faults, test_feedback) ---

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from common import files
-from conftest import room_for, run_in_venv, update_params
+from conftest import dvc, git, room_for, update_params
 from inference import feedback
 from ml import config, data
 
@@ -62,17 +59,6 @@ def test_an_unfinished_correction_is_not_read_and_a_damaged_one_is_named(tmp_pat
 
 def test_a_bare_off_from_yaml_1_1_means_off():
     assert config.PreprocessParams(val_size=50, scale="unit", feedback=False).feedback == "off"
-
-
-def git(root: Path, *args: str) -> None:
-    identity = ["-c", "user.name=test", "-c", "user.email=test@localhost"]
-    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
-
-
-def dvc(root: Path, *args: str) -> str:
-    result = run_in_venv([sys.executable, "-m", "dvc", *args], root, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result.stdout
 
 
 def test_feedback_is_evaluated_as_its_own_slice_then_trained_on_through_dvc_repro(project, mirror):

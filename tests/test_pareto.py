@@ -231,6 +231,7 @@ def test_two_workers_search_a_bounded_front_and_register_the_smallest_trial(tune
     (parent,) = [r for r in runs if "optuna_study" in r.data.tags]
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
     assert "plots/pareto_front.png" in logged
+    assert "plots/intermediate_values.png" not in logged  # no epochs reported: it would be blank
 
     registered = run_stage(tune_project, "tune", args=["--register", "--pick", "smallest:100"])
     assert registered.returncode == 0, registered.stderr[-3000:]

@@ -13,13 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import optuna
-import psutil
 import pytest
 import requests
 
@@ -27,11 +25,15 @@ from conftest import (
     REPO,
     TINY_SPACE,
     closed_port_url,
-    run_in_venv,
+    dvc,
+    git,
     run_stage,
     set_tune,
+    start_queue,
+    stop_queue,
     update_params,
     venv_env,
+    wait_for_experiments,
     wait_until_ready,
 )
 from mnist_fakes import synthetic_digits
@@ -41,9 +43,6 @@ from test_predict import as_user_png
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 
 pytestmark = pytest.mark.team
-
-DVC_LIMIT_S = 900  # the longest one dvc command (or the queued experiments) may take here
-POLL_S = 2.0  # how often the queue's status is read while its experiments run
 
 
 def unavailable() -> str | None:
@@ -346,7 +345,7 @@ def test_teammates_share_data_models_and_queued_experiments_through_the_dvc_remo
     rates = {"lr-low": "0.002", "lr-high": "0.003"}  # params.yaml: 0.004
     for name, rate in rates.items():
         dvc(alice, "exp", "run", "--queue", "--name", name, "-S", f"train.learning_rate={rate}")
-    dvc(alice, "queue", "start", "-j", "2")
+    start_queue(alice, jobs=2)
     try:
         wait_for_experiments(alice, rates)
     finally:
@@ -363,57 +362,6 @@ def test_teammates_share_data_models_and_queued_experiments_through_the_dvc_remo
         dvc(clone, "exp", "apply", "lr-high")
     assert digests(bob / "models/model.keras") == digests(alice / "models/model.keras")
     assert "learning_rate: 0.003" in (bob / "params.yaml").read_text()
-
-
-def git(root: Path, *args: str) -> None:
-    identity = ["-c", "user.name=team", "-c", "user.email=team@localhost"]
-    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
-
-
-def dvc(root: Path, *args: str) -> str:
-    command = ["dvc", *args]
-    try:
-        result = run_in_venv([sys.executable, "-m", *command], root, DVC_LIMIT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`{shlex.join(command)}` in {root} still running after {DVC_LIMIT_S} s")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result.stdout
-
-
-def wait_for_experiments(
-    root: Path, names: Iterable[str], clock: Callable[[], float] = time.monotonic
-) -> None:
-    """Until `dvc queue status` says each named experiment succeeded. Not until the queue's
-    workers exit: under load one may never do (its monitor thread dies on a JSONDecodeError
-    reading the filesystem broker, a race inside dvc-task), and its experiment is done anyway."""
-    wanted, deadline = set(names), clock() + DVC_LIMIT_S
-    while True:
-        status = dvc(root, "queue", "status")
-        rows = [line.split() for line in status.splitlines()]
-        states = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in wanted}
-        if {name for name, state in states.items() if state in ("Success", "Failed")} == wanted:
-            break
-        if clock() > deadline:
-            pytest.fail(f"queued {sorted(wanted)} not done in {DVC_LIMIT_S} s:\n{status}")
-        time.sleep(POLL_S)
-    assert set(states.values()) == {"Success"}, status
-
-
-def stop_queue(root: Path) -> None:
-    """`dvc queue stop --kill`, then any worker of this repo still running is ended: none may
-    outlive the test."""
-    dvc(root, "queue", "stop", "--kill")
-    workers = [
-        process
-        for process in psutil.process_iter(["cmdline", "cwd"])
-        if "queue-worker" in (process.info["cmdline"] or []) and process.info["cwd"] == str(root)
-    ]
-    for worker in workers:
-        worker.terminate()
-    _, lingering = psutil.wait_procs(workers, timeout=30)
-    for worker in lingering:
-        worker.kill()
-    assert not psutil.wait_procs(lingering, timeout=30)[1]
 
 
 def digests(path: Path) -> dict[str, str]:

@@ -38,6 +38,8 @@ def figures(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
         "parallel_coordinate": lambda: plots.plot_parallel_coordinate(study, **by_accuracy),
         "intermediate_values": lambda: plots.plot_intermediate_values(study),
     }
+    if not any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
+        del makers["intermediate_values"]  # trials of several objectives report no epochs: blank
     drawn = {}
     pareto = front.figure(study, objectives)
     if pareto is not None:
