@@ -124,6 +124,8 @@ def test_the_front_figure_plots_accuracy_against_the_second_objective(tmp_path):
     figure = front.figure(hand_made_study(STUDY), ["val_accuracy", "latency_ms"])
     axes = figure.axes[0]
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("val_accuracy", "latency_ms")
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert "Infeasible Trial" in legend and "Best Trial" in legend  # trial 3 apart, the front red
     figure.savefig(tmp_path / "front.png")
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert front.figure(hand_made_study(STUDY), ["val_accuracy"]) is None
