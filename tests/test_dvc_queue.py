@@ -50,8 +50,7 @@ def find(
     deadline = clock() + FIND_LIMIT_S
     while clock() < deadline:
         for process in psutil.process_iter(["cmdline", "cwd"]):
-            cwd, line = process.info["cwd"], process.info["cmdline"] or []
-            if cwd and Path(cwd).is_relative_to(root) and word in " ".join(line):
+            if inside(process, root) and word in " ".join(process.info["cmdline"] or []):
                 return process
         pause(0.2)
     pytest.fail(f"no process with {word!r} in {root} after {FIND_LIMIT_S} s")
