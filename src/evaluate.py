@@ -141,17 +141,36 @@ def track(
     # holds only what the same params, data and seed reproduce (latency is this machine's).
     costs = footprint.measure(cnn, splits["mnist-test"].x[0]).as_dict()
     logs.log_metrics(costs)
-    name = params.tracking.registered_model
-    version = models.log_and_register(cnn, splits["mnist-test"].x[:8], name)
-    accuracy = ev.metrics["test_accuracy"]
-    decision = registry.apply_registry_policy(
-        name, version, accuracy, params.tracking.champion_floor, evidence=costs
-    )
-    return (
+    serving = (
         f"serving: {costs['latency_ms']:.3g} ms per image on this machine, "
-        f"{costs['params']:,} weights, {costs['size_kb']:,.0f} KB\n"
-        f"registered {name} version {version}; {decision.describe()}"
+        f"{costs['params']:,} weights, {costs['size_kb']:,.0f} KB"
     )
+    return f"{serving}\n{register(cnn, splits['mnist-test'].x[:8], ev, params, costs)}"
+
+
+def register(
+    cnn: keras.Model,
+    sample: np.ndarray,
+    ev: Evaluation,
+    params: config.Params,
+    costs: dict[str, float],
+) -> str:
+    """Register the model and apply the alias policy; say what happened, refusal included."""
+    name = params.tracking.registered_model
+    accuracy, floor = ev.metrics["test_accuracy"], params.tracking.champion_floor
+    try:
+        with registry.allowed_to_change(name):
+            version = models.log_and_register(cnn, sample, name)
+            decision = registry.apply_registry_policy(
+                name, version, accuracy, floor, evidence=costs
+            )
+    except registry.NotAllowed as refused:
+        # A member's run is an experiment like any other: tracked in full and kept, not failed.
+        return (
+            f"not registered: {refused}. The run and its model are logged; to register this "
+            f"commit's model the maintainer runs `dvc pull && dvc repro -f -s evaluate`"
+        )
+    return f"registered {name} version {version}; {decision.describe()}"
 
 
 def main() -> None:

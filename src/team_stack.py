@@ -8,8 +8,10 @@ PostgreSQL, an S3 API (moto's server) and an MLflow server with basic auth, all 
 
 The MLflow server keeps runs, models and users in PostgreSQL and proxies artifacts to the S3
 bucket; the bucket also holds the DVC remote (under dvc/); tuning workers share studies in
-PostgreSQL. Passwords and keys are generated, kept in files only the owner can read, and never
-printed. moto keeps its objects in memory, so this is a sandbox: `stop` forgets everything.
+PostgreSQL. Its accounts: `maintainer` (env) registers versions of params.yaml's registered model
+and moves its aliases; `member` (member.env) logs runs and reads models. Passwords and keys are
+generated, kept in files only the owner can read, and never printed. moto keeps its objects in
+memory, so this is a sandbox: `stop` forgets everything.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from common.errors import PipelineError
+from ml import config
 from team import stack
 
 
@@ -48,7 +51,8 @@ def main() -> None:
     if args.action == "start":
         known = (root / "stack.json").exists()
         print(f"{'checking' if known else 'starting'} the team stack in {root} ...", flush=True)
-        print(stack.report(root, stack.start(root)))
+        model = config.load().tracking.registered_model  # the maintainer's to register
+        print(stack.report(root, stack.start(root, model)))
     elif args.action == "stop":
         print(f"stopped; {root} deleted" if stack.stop(root) else f"no team stack in {root}")
     elif (root / "stack.json").exists():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import itertools
+import json
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ import mlflow
 import optuna
 import pytest
 import requests
+from mlflow.exceptions import MlflowException
 
 from conftest import (
     REPO,
@@ -41,6 +43,7 @@ from team import local_servers, postgres_cluster
 from team import stack as team_stack
 from test_predict import as_user_png
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
+from tracking import registry
 
 pytestmark = pytest.mark.team
 
@@ -64,10 +67,11 @@ def stack_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     started = stack_script("start", root)
     try:
         assert started.returncode == 0, started.stderr[-3000:]
-        assert (root / "env").stat().st_mode & 0o077 == 0  # the owner's alone
+        env_files = [root / name for name in team_stack.ENV_FILES.values()]
+        assert all(path.stat().st_mode & 0o077 == 0 for path in env_files)  # the owner's alone
         said = started.stdout + started.stderr
-        assert f"source {root}/env" in said
-        assert not any(secret in said for secret in secrets_of(exports(root / "env")))
+        assert f"source {root}/env" in said and f"source {root}/member.env" in said
+        assert not any(secret in said for path in env_files for secret in secrets_of(exports(path)))
         yield root
     finally:
         servers = team_stack.load(root) if (root / "stack.json").exists() else None
@@ -79,8 +83,14 @@ def stack_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(stack_root: Path) -> dict[str, str]:
-    """The environment the stack's env file exports."""
+    """The environment the stack's env file exports: the maintainer's account."""
     return exports(stack_root / "env")
+
+
+@pytest.fixture(scope="module")
+def member(stack_root: Path) -> dict[str, str]:
+    """The environment member.env exports: a teammate's account."""
+    return exports(stack_root / "member.env")
 
 
 def stack_script(action: str, root: Path) -> subprocess.CompletedProcess[str]:
@@ -157,6 +167,58 @@ def test_a_pipeline_run_is_tracked_registered_and_stored_through_the_team_server
     assert not any(secret in text for secret in secrets_of(stack) for text in [*said, *logged])
 
 
+def test_a_member_logs_runs_while_only_the_maintainer_registers_and_moves_aliases(
+    project, mirror, stack, member, monkeypatch
+):
+    """A member's pipeline run is tracked in full, and evaluate says in one line that the model
+    was not registered and who may; the maintainer then registers that run's model as the line
+    says; the member may read it but not move its aliases, tag or delete it."""
+    update_params(project, {"tracking": {"champion_floor": 0.0}})
+    (project / "data").mkdir(exist_ok=True)
+    (project / "data" / "raw").symlink_to(mirror[0])
+    for stage in ("preprocess", "train", "evaluate"):
+        result = run_stage(project, stage, env=tracked(member))
+        assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("not registered")]
+    assert (
+        f"account member may not register versions of mnist-cnn or move its aliases on "
+        f"{stack['MLFLOW_TRACKING_URI']}; its maintainer (maintainer) may" in line
+    )
+    assert "Traceback" not in result.stderr and member["MLFLOW_TRACKING_PASSWORD"] not in line
+    run_id = json.loads((project / "models" / "mlflow_run.json").read_text())["run_id"]
+
+    for name, value in tracked(stack).items():
+        monkeypatch.setenv(name, value)
+    maintainer = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    run = maintainer.get_run(run_id)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    assert not maintainer.search_model_versions(f"run_id = '{run_id}'")
+    again = run_stage(project, "evaluate", env=tracked(stack))  # what the line tells him to run
+    assert again.returncode == 0 and "registered mnist-cnn version" in again.stdout, again.stderr
+    (version,) = maintainer.search_model_versions(f"run_id = '{run_id}'")
+    assert maintainer.get_registered_model("mnist-cnn").tags == {"maintainer": "maintainer"}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", member["MLFLOW_TRACKING_PASSWORD"])
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "member")
+    client = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias("mnist-cnn", "challenger").version == version.version
+    refused = (
+        lambda: client.set_registered_model_alias("mnist-cnn", "champion", version.version),
+        lambda: client.set_model_version_tag("mnist-cnn", version.version, "test_accuracy", "1"),
+        lambda: client.delete_model_version("mnist-cnn", version.version),
+        lambda: client.delete_registered_model("mnist-cnn"),
+    )
+    for write in refused:
+        with pytest.raises(MlflowException) as err:
+            write()
+        assert err.value.error_code == "PERMISSION_DENIED"
+    said = r"account member may not .* its maintainer \(maintainer\) may$"
+    mlflow.set_tracking_uri(stack["MLFLOW_TRACKING_URI"])  # what a stage's store.connect does
+    guarded = registry.allowed_to_change("mnist-cnn")  # the guard tune.py --register writes in
+    with pytest.raises(registry.NotAllowed, match=said), guarded:
+        refused[0]()
+
+
 def serve_one_image(project: Path, stack: dict[str, str]) -> str:
     """serve.py with the champion from the team's registry answers a request; its stderr."""
     url = closed_port_url()
@@ -182,8 +244,8 @@ def test_the_server_turns_away_requests_and_stages_without_its_account(project, 
     url = stack["MLFLOW_TRACKING_URI"]
     search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, timeout=10).status_code == 401
-    admin = (stack["MLFLOW_TRACKING_USERNAME"], stack["MLFLOW_TRACKING_PASSWORD"])
-    assert requests.get(search, auth=admin, timeout=10).status_code == 200
+    account = (stack["MLFLOW_TRACKING_USERNAME"], stack["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.get(search, auth=account, timeout=10).status_code == 200
     (project / "data").mkdir(exist_ok=True)
     (project / "data" / "raw").symlink_to(mirror[0])
     assert run_stage(project, "preprocess").returncode == 0

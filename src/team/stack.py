@@ -1,6 +1,7 @@
 """The team stack's life: start (or revive) PostgreSQL, moto's S3 and an MLflow server with basic
-auth on 127.0.0.1, report on them, stop them. Secrets are generated, kept in owner-only files and
-never printed; the MLflow server gets them through its environment, never its command line."""
+auth on 127.0.0.1 and the team's accounts (accounts.py), report on them, stop them. Secrets are
+generated, kept in owner-only files and never printed; the MLflow server gets them through its
+environment, never its command line."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pathlib import Path
 
 from common import files
 from common.errors import PipelineError
-from team import local_servers, postgres_cluster
+from team import accounts, local_servers, postgres_cluster
 
 BUCKET = "team"
 ADMIN = "admin"
 DATABASES = ("mlflow", "auth", "optuna")
 NEEDS_EXTRA = ("moto", "boto3", "psycopg", "flask_wtf", "dvc_s3")  # flask_wtf: mlflow[auth]
+# Who sources which file: whoever started the stack maintains the model; teammates are members.
+ENV_FILES = {accounts.MAINTAINER: "env", accounts.MEMBER: "member.env"}
 
 
 def default_dir() -> Path:
@@ -32,7 +35,9 @@ def default_dir() -> Path:
 @dataclass(frozen=True)
 class Secrets:
     postgres: str
-    admin: str
+    admin: str  # users and permissions: the stack's own account, in no env file
+    maintainer: str
+    member: str
     flask_key: str  # signs the auth app's sessions and CSRF tokens
     s3_key_id: str
     s3_secret: str
@@ -42,7 +47,12 @@ class Secrets:
         # A key the user exported wins: the auth app's secret "comes from the environment".
         flask_key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)
         token = secrets.token_urlsafe
-        return cls(token(18), token(18), flask_key, f"team-{token(6)}", token(24))
+        passwords = (token(18) for _ in range(4))  # 24 characters: MLflow wants at least 12
+        return cls(*passwords, flask_key, f"team-{token(6)}", token(24))
+
+    def accounts(self) -> dict[str, str]:
+        """The team's MLflow accounts: name -> password."""
+        return {accounts.MAINTAINER: self.maintainer, accounts.MEMBER: self.member}
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,9 @@ class Stack:
         return f"postgresql://{account}@127.0.0.1:{self.postgres_port}/{database}"
 
 
-def start(root: Path, say: Callable[[str], None] = print) -> Stack:
-    """Start the three servers, saying as each is up (a first start takes a minute); on any
-    failure stop what started."""
+def start(root: Path, registered_model: str, say: Callable[[str], None] = print) -> Stack:
+    """Start the three servers and make the team's accounts, saying as each is up (a first start
+    takes a minute); on any failure stop what started."""
     if (root / "stack.json").exists():
         return revive(root, say)
     _check_installed()
@@ -91,13 +101,16 @@ def start(root: Path, say: Callable[[str], None] = print) -> Stack:
         stack.pids["s3"] = local_servers.start_s3(root, stack.s3_port, _s3_env(secret), BUCKET)
         say("S3 up")
         stack.pids["mlflow"] = _start_mlflow(root, stack, secret)
-        say("MLflow server up")
+        admin = (ADMIN, secret.admin)
+        accounts.create(stack.mlflow_url, admin, secret.accounts(), registered_model)
+        say(f"MLflow server up: accounts {', '.join(secret.accounts())}; model {registered_model}")
     except BaseException:
         _stop_servers(stack)
         shutil.rmtree(Path(stack.postgres_data).parent, ignore_errors=True)  # initdb needs none
         raise
     files.write_json(root / "stack.json", asdict(stack))
-    files.write_private(root / "env", env_file(stack, secret))
+    for name, path in ENV_FILES.items():
+        files.write_private(root / path, env_file(stack, secret, name))
     return stack
 
 
@@ -158,23 +171,25 @@ def _start_mlflow(root: Path, stack: Stack, secret: Secrets) -> local_servers.Pi
 
 
 def auth_config(root: Path, database: str) -> Path:
-    """Team members may read every experiment and model and edit them (log runs, move aliases);
-    managing permissions and users stays with the admin."""
+    """Accounts get what their roles grant (accounts.py), anything else READ; users and
+    permissions stay with the admin."""
     path = root / "basic_auth.ini"
     path.write_text(
-        f"[mlflow]\ndefault_permission = EDIT\ndatabase_uri = {database}\n"
+        f"[mlflow]\ndefault_permission = {accounts.DEFAULT_PERMISSION}\n"
+        f"database_uri = {database}\n"
         f"admin_username = {ADMIN}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     return path
 
 
-def env_file(stack: Stack, secret: Secrets) -> str:
-    """What a terminal sources to use the stack: MLflow, Optuna's storage and DVC's S3."""
+def env_file(stack: Stack, secret: Secrets, account: str) -> str:
+    """What a terminal sources to use the stack as `account`: MLflow, Optuna's storage and DVC's
+    S3."""
     exports = {
         "MLFLOW_TRACKING_URI": stack.mlflow_url,
-        "MLFLOW_TRACKING_USERNAME": ADMIN,
-        "MLFLOW_TRACKING_PASSWORD": secret.admin,
+        "MLFLOW_TRACKING_USERNAME": account,
+        "MLFLOW_TRACKING_PASSWORD": secret.accounts()[account],
         "OPTUNA_STORAGE": stack.postgres_url("optuna", secret.postgres),
         "TEAM_S3_ENDPOINT": stack.s3_endpoint,
         **_s3_env(secret),
@@ -216,7 +231,9 @@ def report(root: Path, stack: Stack) -> str:
             f"PostgreSQL  127.0.0.1:{stack.postgres_port}  {state['postgres']:4}  "
             f"databases {', '.join(DATABASES)}",
             f"S3 (moto)   {stack.s3_endpoint}  {state['s3']:4}  bucket {BUCKET}",
-            f"MLflow      {stack.mlflow_url}  {state['mlflow']:4}  basic auth, user {ADMIN}",
-            f"Use it in a terminal:  source {root}/env   (passwords stay in that file)",
+            f"MLflow      {stack.mlflow_url}  {state['mlflow']:4}  basic auth, accounts "
+            f"{accounts.MAINTAINER} (registers models), {accounts.MEMBER} (logs runs)",
+            f"Use it in a terminal:  source {root}/env   (as {accounts.MAINTAINER}; teammates: "
+            f"source {root}/{ENV_FILES[accounts.MEMBER]}; passwords stay in those files)",
         ]
     )

@@ -77,8 +77,9 @@ def register_challenger(
     model: keras.Model, sample: np.ndarray, name: str, tags: Mapping[str, Any]
 ) -> str:
     """Log and register the model as `challenger` (never `champion`: that needs a test score)."""
-    version = log_and_register(model, sample, name)
-    registry.mark_challenger(mlflow.MlflowClient(), name, version, {"source": "tune", **tags})
+    with registry.allowed_to_change(name):
+        version = log_and_register(model, sample, name)
+        registry.mark_challenger(mlflow.MlflowClient(), name, version, {"source": "tune", **tags})
     return version
 
 

@@ -6,17 +6,22 @@ many evaluations finish at once, on one machine or many sharing a tracking serve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, ErrorCode
 
+from common import redact
 from tracking import store
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "test_accuracy"  # set only by evaluate: versions without it are never champion
+MAINTAINER_TAG = "maintainer"  # on a registered model: the account that registers its versions
 # Each round re-reads after writing; a round only repeats when another evaluation wrote in
 # between, so even many racing evaluations settle in a few rounds.
 MAX_ROUNDS = 20
@@ -123,3 +128,34 @@ def mark_challenger(
     client.set_registered_model_alias(name, CHALLENGER, version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
+
+
+class NotAllowed(store.TrackingError):
+    """The tracking server lets this account read the registered model, not change it."""
+
+
+@contextmanager
+def allowed_to_change(name: str) -> Iterator[None]:
+    """Turn the server's refusal of a registry write (HTTP 403) into one line saying whose it
+    is: on a team's server only the maintainer registers versions and moves aliases, since
+    `champion` decides what predict.py and serve.py run for everyone."""
+    try:
+        yield
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(PERMISSION_DENIED):
+            raise
+        account = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this account"
+        maintainer = maintainer_of(name)
+        who = f"its maintainer ({maintainer})" if maintainer else "an account with EDIT on it"
+        raise NotAllowed(
+            f"account {account} may not register versions of {name} or move its aliases on "
+            f"{redact.uri(mlflow.get_tracking_uri())}; {who} may"
+        ) from err
+
+
+def maintainer_of(name: str) -> str | None:
+    try:
+        tags = mlflow.MlflowClient().get_registered_model(name).tags
+    except MlflowException:
+        return None
+    return tags.get(MAINTAINER_TAG)
