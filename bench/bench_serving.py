@@ -10,7 +10,8 @@ load it), the same .keras model called directly with `predict_on_batch` (the flo
 and times 200 sequential one-image requests to each (p50/p95/p99), the image sent as 28x28x1
 nested lists, and once more to src/serve.py as one row of 784 pixels (MLflow's server copies the
 nested lists before parsing them: bench/README.md); beside them, one-image `predict_on_batch`
-calls in this process. Writes bench/results/serving.json.
+calls in this process. The batch figures also as GFLOP/s against this machine's measured
+ceiling and paper peak (ceiling.py). Writes bench/results/serving.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+import ceiling
 import provenance
 from common import paths
 from common.errors import PipelineError
@@ -51,6 +53,18 @@ def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
         "keras_predict_baseline": lambda: cnn.predict(images, batch_size=32, verbose=0),
     }
     return {name: round(len(images) / best_of(3, work)) for name, work in ways.items()}
+
+
+def inference_compute(batch: dict[str, int]) -> dict:
+    """Each batch way's GFLOP/s beside the peaks of this machine, measured now."""
+    flops = ceiling.forward_flops(model.load(paths.MODEL_FILE))
+    peak = ceiling.measured_gflops()
+    return {
+        "forward_mflop_per_image": round(flops / 1e6, 2),
+        "measured_ceiling_gflops": round(peak, 1),
+        "paper_peak": ceiling.paper_gflops(),
+        "batch": {way: ceiling.report(rate, flops, peak) for way, rate in batch.items()},
+    }
 
 
 def best_of(passes: int, work) -> float:
@@ -133,10 +147,12 @@ def main() -> None:
     uri = f"models:/{params.tracking.registered_model}@{registry.CHAMPION}"
     test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     rows = test.x.reshape(len(test), -1)
+    batch = batch_throughput(uri, test.x)
     results = {
         "command": "python bench/bench_serving.py",
         "model": uri,
-        "batch_images_per_s": batch_throughput(uri, test.x),
+        "batch_images_per_s": batch,
+        "compute": inference_compute(batch),
         "served_single_image": {
             name: served_latency(command, test.x) for name, command in servers(uri).items()
         }

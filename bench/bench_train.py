@@ -9,7 +9,8 @@ bench/results/train.json and as a table on stdout:
          (plain model.fit on float arrays, batch 32, Adam 1e-3, 10 epochs) vs our default params
          over seeds 0, 1, 2; the speed-up uses the median seed;
   seeds  each seed preset trained with its published recipe, next to its published accuracy;
-  ours   our default params over 3 seeds: test accuracy mean and std;
+  ours   our default params over 3 seeds: test accuracy mean and std, and the training's
+         GFLOP/s against this machine's ceiling and paper peak (ceiling.py);
   repro  wall time of the whole `dvc repro` from an empty data/ (local mirror) in a fresh copy.
 Test accuracy is read after each epoch for the time-to-target only; training time excludes it.
 """
@@ -34,6 +35,7 @@ bootstrap.start(__name__)  # first: quiets the libraries below as they load
 
 import keras
 
+import ceiling
 import provenance
 from common import paths
 from ml import config, data, model, runtime, training
@@ -90,6 +92,19 @@ def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device
     return clock
 
 
+def training_compute(params: config.TrainParams, images: int, seconds: float) -> dict:
+    """The training's achieved GFLOP/s (images seen x the 3x-forward estimate per image) beside
+    the peaks of this machine, the ceiling measured now, in this process."""
+    flops = ceiling.training_flops(model.build_cnn(model.architecture(params)))
+    peak = ceiling.measured_gflops()
+    return {
+        "training_mflop_per_image": round(flops / 1e6, 2),
+        "measured_ceiling_gflops": round(peak, 1),
+        "paper_peak": ceiling.paper_gflops(),
+        **ceiling.report(images * params.epochs / seconds, flops, peak),
+    }
+
+
 def recipe(preset: str, base: config.TrainParams) -> config.TrainParams:
     opt, lr, batch, epochs, _ = SEED_RECIPES[preset]
     return base.model_copy(
@@ -136,6 +151,7 @@ def main() -> None:
             "mean": statistics.mean(accs),
             "std": statistics.stdev(accs),
             "train_seconds": ours[0].points[-1][0],
+            "compute": training_compute(params.train, len(splits.train), ours[0].points[-1][0]),
         }
     if "speed" in parts:
         baseline = seed_script_a(splits, test)
