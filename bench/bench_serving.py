@@ -2,7 +2,7 @@
 
     uv run python bench/bench_serving.py      # needs a champion: run `dvc repro` first
 
-Side by side on the 10,000 test images (best of 3 passes, one call per pass): the logged model
+Side by side on the 10,000 test images (3 passes each, one call per pass): the logged model
 `models:/<registered_model>@champion` through pyfunc (as predict.py and `mlflow models serve`
 load it), the same .keras model called directly with `predict_on_batch` (the floor), and with
 `model.predict` (what the `mlflow.keras` flavor's pyfunc calls: the baseline). Then it starts
@@ -16,6 +16,7 @@ ceiling and paper peak (ceiling.py). Writes bench/results/serving.json.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import statistics
 import subprocess
@@ -41,8 +42,9 @@ from tracking import models, registry, store
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 
 
-def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
-    """Images per second of each way to predict a batch (see the module docstring)."""
+def batch_throughput(uri: str, images: np.ndarray) -> dict[str, dict[str, object]]:
+    """Images per second of each way to predict a batch (see the module docstring): the best of
+    the passes, and every pass."""
     logged = models.load_model(uri)
     cnn = model.load(paths.MODEL_FILE)
     ways = {
@@ -52,10 +54,21 @@ def batch_throughput(uri: str, images: np.ndarray) -> dict[str, int]:
         ],
         "keras_predict_baseline": lambda: cnn.predict(images, batch_size=32, verbose=0),
     }
-    return {name: round(len(images) / best_of(3, work)) for name, work in ways.items()}
+    rates = {}
+    for name, work in ways.items():
+        passes = [round(len(images) / seconds) for seconds in timed_passes(3, work)]
+        rates[name] = {"images_per_s": max(passes), "passes": passes}
+    return rates
 
 
-def inference_compute(batch: dict[str, int]) -> dict:
+def measured_model(uri: str) -> dict[str, str | None]:
+    """Which model was timed: the registry version the alias named, and the .keras file's
+    digest (the batch floor and the single-image figures time that file)."""
+    digest = hashlib.sha256(paths.MODEL_FILE.read_bytes()).hexdigest()
+    return {"uri": uri, "version": models.resolved_version(uri), "model_keras_sha256": digest}
+
+
+def inference_compute(batch: dict[str, dict]) -> dict:
     """Each batch way's GFLOP/s beside the peaks of this machine, measured now."""
     flops = ceiling.forward_flops(model.load(paths.MODEL_FILE))
     peak = ceiling.measured_gflops()
@@ -63,13 +76,15 @@ def inference_compute(batch: dict[str, int]) -> dict:
         "forward_mflop_per_image": round(flops / 1e6, 2),
         "measured_ceiling_gflops": round(peak, 1),
         "paper_peak": ceiling.paper_gflops(),
-        "batch": {way: ceiling.report(rate, flops, peak) for way, rate in batch.items()},
+        "batch": {
+            way: ceiling.report(rate["images_per_s"], flops, peak) for way, rate in batch.items()
+        },
     }
 
 
-def best_of(passes: int, work) -> float:
+def timed_passes(passes: int, work) -> list[float]:
     work()  # warm-up: graph tracing
-    return min(timed(work) for _ in range(passes))
+    return [timed(work) for _ in range(passes)]
 
 
 def timed(work) -> float:
@@ -150,7 +165,7 @@ def main() -> None:
     batch = batch_throughput(uri, test.x)
     results = {
         "command": "python bench/bench_serving.py",
-        "model": uri,
+        "model": measured_model(uri),
         "batch_images_per_s": batch,
         "compute": inference_compute(batch),
         "served_single_image": {
