@@ -5,12 +5,14 @@
 
 Needs the preprocess stage's output (run `dvc repro preprocess` first). Reports, as JSON in
 bench/results/train.json and as a table on stdout:
-  speed  time to >=99.0% test accuracy: preset seed_a trained exactly as the seed scripts do
-         (plain model.fit on float arrays, batch 32, Adam 1e-3, 10 epochs) vs our default params
-         over seeds 0, 1, 2; the speed-up uses the median seed;
+  ours   our default params (params.yaml) and the previous default (params.yaml at --baseline),
+         alternated over seeds 0, 1, 2: test accuracy (final and after epoch 1), training time
+         and its ratio (medians), and the training's GFLOP/s against this machine's ceiling and
+         paper peak (ceiling.py);
+  speed  time to >=99.0% test accuracy, median of seeds 0, 1, 2 each side: preset seed_a trained
+         exactly as the seed scripts do (plain model.fit, batch 32, Adam 1e-3, up to 10 epochs,
+         stopped once it reaches 99%) against our default (the ours part's runs);
   seeds  each seed preset trained with its published recipe, next to its published accuracy;
-  ours   our default params over 3 seeds: test accuracy mean and std, and the training's
-         GFLOP/s against this machine's ceiling and paper peak (ceiling.py);
   repro  wall time of the whole `dvc repro` from an empty data/ (local mirror) in a fresh copy.
 Test accuracy is read after each epoch for the time-to-target only; training time excludes it.
 """
@@ -42,6 +44,9 @@ from ml import config, data, model, runtime, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 TARGET = 0.99
+SEEDS = (0, 1, 2)
+# The last commit whose params.yaml held the default recipe before the present one.
+BASELINE = "68cd771"
 
 # The seed documents' recipes: (optimizer, learning rate, batch size, epochs, published accuracy).
 SEED_RECIPES = {
@@ -72,24 +77,97 @@ class TestClock(keras.callbacks.Callback):
     def time_to(self, target: float) -> float | None:
         return next((t for t, acc in self.points if acc >= target), None)
 
+    @property
+    def seconds(self) -> float:
+        return self.points[-1][0]
 
-def seed_script_a(splits: data.Splits, test: data.Split) -> TestClock:
+    @property
+    def accuracy(self) -> float:
+        return self.points[-1][1]
+
+
+class StopAt(TestClock):
+    """A TestClock that ends training once test accuracy reaches the target: the time to it is
+    all the speed part needs from the slow baseline."""
+
+    def __init__(self, test: data.Split, target: float) -> None:
+        super().__init__(test)
+        self.target = target
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        self.model.stop_training = self.accuracy >= self.target
+
+
+def seed_script_a(splits: data.Splits, test: data.Split, seed: int) -> TestClock:
     """Preset seed_a as the seed scripts train it: numpy arrays, batch 32, Adam, 10 epochs."""
-    print("training seed_a as the seed scripts do ...", flush=True)
-    keras.utils.set_random_seed(0)
+    print(f"training seed_a as the seed scripts do (seed {seed}) ...", flush=True)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
     cnn = model.build_cnn(model.PRESETS["seed_a"])  # its Rescaling(1/255) is the seeds' x / 255
     cnn.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    clock = TestClock(test)
+    clock = StopAt(test, TARGET)
     cnn.fit(splits.train.x, splits.train.y, batch_size=32, epochs=10, callbacks=[clock], verbose=0)
     return clock
 
 
-def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device) -> TestClock:
-    print(f"training {params.preset or 'our default'} (seed {seed}) ...", flush=True)
+def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device, label: str):
+    print(f"training {label} (seed {seed}) ...", flush=True)
     keras.backend.clear_session()
     clock = TestClock(test)
     training.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
     return clock
+
+
+def baseline_params(commit: str) -> config.TrainParams:
+    """The train section of params.yaml as it was at `commit`."""
+    text = subprocess.run(
+        ["git", "show", f"{commit}:params.yaml"],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(text)
+        return config.load(path).train
+
+
+def side_by_side(run, ours: config.TrainParams, baseline: config.TrainParams) -> dict:
+    """Both recipes on every seed, alternated so that a slow stretch of the machine falls on
+    both, and their figures: accuracies per seed, times per seed and the ratio of the medians."""
+    if ours == baseline:  # nothing to compare: train it once per seed, not twice
+        clocks = [run(ours, seed, "our default (the baseline's recipe too)") for seed in SEEDS]
+        return {"ours": recipe_figures(clocks), "baseline": "the same recipe"}, {"ours": clocks}
+    clocks = {"ours": [], "baseline": []}
+    for seed in SEEDS:
+        clocks["baseline"].append(run(baseline, seed, "the previous default"))
+        clocks["ours"].append(run(ours, seed, "our default"))
+    summary = {side: recipe_figures(runs) for side, runs in clocks.items()}
+    ratio = summary["ours"]["train_seconds_median"] / summary["baseline"]["train_seconds_median"]
+    return {**summary, "train_time_ratio": round(ratio, 3)}, clocks
+
+
+def recipe_figures(clocks: list[TestClock]) -> dict:
+    accs = [clock.accuracy for clock in clocks]
+    seconds = [clock.seconds for clock in clocks]
+    return {
+        "test_accuracy": accs,
+        "mean": round(statistics.mean(accs), 5),
+        "std": round(statistics.stdev(accs), 5),
+        "epoch_1_accuracy": [clock.points[0][1] for clock in clocks],
+        "train_seconds": seconds,
+        "train_seconds_median": statistics.median(seconds),
+        "curves": [clock.points for clock in clocks],
+    }
+
+
+def median_time_to_target(clocks: list[TestClock]) -> float | None:
+    """The median seed's time to the target; None unless every seed reached it (a seed that
+    never does has no time to rank)."""
+    times = [clock.time_to(TARGET) for clock in clocks]
+    return None if None in times else statistics.median(times)
 
 
 def training_compute(params: config.TrainParams, images: int, seconds: float) -> dict:
@@ -133,47 +211,45 @@ def repro_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", action="append", choices=["speed", "seeds", "ours", "repro"])
-    parts = set(parser.parse_args().part or ["speed", "seeds", "ours", "repro"])
+    parser.add_argument("--part", action="append", choices=["ours", "speed", "seeds", "repro"])
+    parser.add_argument("--baseline", default=BASELINE, help="commit of the previous default")
+    args = parser.parse_args()
+    parts = set(args.part or ["ours", "speed", "seeds", "repro"])
     params = config.load()
     splits, scaling = training.load_inputs()
     test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     device = runtime.configure()
+
+    def run(train: config.TrainParams, seed: int, label: str) -> TestClock:
+        return our_run(splits, test, scaling, train, seed, device, label)
+
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results |= provenance.record()  # this run's, over an earlier part's: see "measured_at"
     # Per part run now, where it ran; the parts not run now keep theirs.
     results.setdefault("measured_at", {}).update(dict.fromkeys(parts, provenance.record()))
-    if "speed" in parts or "ours" in parts:
-        ours = [our_run(splits, test, scaling, params.train, seed, device) for seed in (0, 1, 2)]
-        accs = [clock.points[-1][1] for clock in ours]
-        results["ours"] = {
-            "test_accuracy": accs,
-            "mean": statistics.mean(accs),
-            "std": statistics.stdev(accs),
-            "train_seconds": ours[0].points[-1][0],
-            "compute": training_compute(params.train, len(splits.train), ours[0].points[-1][0]),
-        }
+    if "ours" in parts or "speed" in parts:
+        baseline = baseline_params(args.baseline)
+        results["ours"], clocks = side_by_side(run, params.train, baseline)
+        results["ours"]["baseline_commit"] = args.baseline
+        seconds = results["ours"]["ours"]["train_seconds_median"]
+        results["ours"]["compute"] = training_compute(params.train, len(splits.train), seconds)
     if "speed" in parts:
-        baseline = seed_script_a(splits, test)
-        t_base = baseline.time_to(TARGET)
-        t_ours = [clock.time_to(TARGET) for clock in ours]  # seeds 0, 1, 2
-        reached = sorted(t for t in t_ours if t is not None)
-        t_median = reached[1] if len(reached) == 3 else None
+        seed_a = [seed_script_a(splits, test, seed) for seed in SEEDS]
+        t_base, t_ours = median_time_to_target(seed_a), median_time_to_target(clocks["ours"])
         results["speed"] = {
-            "seed_a_curve": baseline.points,
-            "ours_curves": [clock.points for clock in ours],
-            "seed_a_seconds_to_99": t_base,
-            "ours_seconds_to_99": t_ours,
-            "speedup_median_seed": round(t_base / t_median, 2) if t_base and t_median else None,
+            "seed_a_curves": [clock.points for clock in seed_a],
+            "seed_a_seconds_to_99": [clock.time_to(TARGET) for clock in seed_a],
+            "ours_seconds_to_99": [clock.time_to(TARGET) for clock in clocks["ours"]],
+            "speedup_median_seed": round(t_base / t_ours, 2) if t_base and t_ours else None,
         }
     if "seeds" in parts:
         results["seeds"] = {}
         for preset, (*_, published) in SEED_RECIPES.items():
-            clock = our_run(splits, test, scaling, recipe(preset, params.train), 0, device)
+            clock = run(recipe(preset, params.train), 0, preset)
             results["seeds"][preset] = {
-                "test_accuracy": clock.points[-1][1],
+                "test_accuracy": clock.accuracy,
                 "published": published,
-                "seconds": clock.points[-1][0],
+                "seconds": clock.seconds,
             }
     if "repro" in parts:
         results["repro_seconds"] = repro_seconds()
