@@ -1,0 +1,92 @@
+"""Benchmark: candidate training recipes on the validation split, to choose a default without
+looking at the test split.
+
+    uv run python bench/bench_recipe.py --stop-after 1 \\
+        --variant "batch 64=train.batch_size=64" \\
+        --variant "warm-up 0.1=train.warmup_epochs=0.1 train.learning_rate=0.006"
+
+Trains params.yaml's recipe and each `--variant` (a name, `=`, then space-separated -S
+overrides) on every `--seed`, one after the other in one run. `--stop-after N` ends each run after
+epoch N of its full schedule (the learning rate follows the whole schedule's curve up to there),
+which is how a recipe's first epoch is compared at a fraction of a full run's cost. Reports the
+validation accuracy after every epoch trained and each epoch's seconds; writes
+bench/results/recipe.json. Needs the preprocess stage's output (`dvc repro preprocess`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from common import bootstrap
+
+bootstrap.start(__name__)  # first: quiets the libraries below as they load
+
+import keras
+
+import provenance
+from ml import config, data, runtime, training
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recipe.json"
+DEFAULT = "params.yaml"
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs: int | None) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = self.epochs is not None and epoch + 1 >= self.epochs
+
+
+def variant(text: str) -> tuple[str, list[str]]:
+    name, sep, overrides = text.partition("=")
+    if not sep or not name.strip() or not overrides.split():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=key=value [key=value ...]")
+    return name.strip(), overrides.split()
+
+
+def probe(
+    overrides: list[str],
+    seed: int,
+    stop_after: int | None,
+    inputs: tuple[data.Splits, data.Scaling],
+    device: runtime.Device,
+) -> dict:
+    params = config.load(overrides=overrides)
+    keras.backend.clear_session()
+    splits, scaling = inputs
+    fitted = training.fit(
+        splits, params.train, seed, scaling, device, callbacks=[StopAfter(stop_after)], verbose=0
+    )
+    history = fitted.history
+    return {
+        "seed": seed,
+        "val_accuracy": [round(float(v), 4) for v in history["val_accuracy"]],
+        "epoch_seconds": [round(float(s), 1) for s in history["seconds"]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", type=variant, default=[])
+    parser.add_argument("--seed", action="append", type=int, help="default: 0 and 1")
+    parser.add_argument("--stop-after", type=int, help="epochs to train (default: all)")
+    args = parser.parse_args()
+    inputs, device = training.load_inputs(), runtime.configure()
+    results: dict[str, object] = {"stop_after": args.stop_after, "variants": {}}
+    for name, overrides in [(DEFAULT, []), *args.variant]:
+        runs = []
+        for seed in args.seed or [0, 1]:
+            runs.append(probe(overrides, seed, args.stop_after, inputs, device))
+            print(f"{name}, seed {seed}: val_accuracy {runs[-1]['val_accuracy']}", flush=True)
+        results["variants"][name] = {"overrides": overrides, "runs": runs}
+    provenance.save(RESULTS, {**results, **provenance.record()})
+
+
+if __name__ == "__main__":
+    bootstrap.run(main)  # a bad override is one line naming the key, not a traceback
