@@ -45,7 +45,8 @@ from ml import config, data, model, runtime, training
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 TARGET = 0.99
 SEEDS = (0, 1, 2)
-# The last commit whose params.yaml held the default recipe before the present one.
+# The recipe a new default must beat: params.yaml at this commit. It still holds today's default,
+# so until a new one lands the two are trained once (side_by_side).
 BASELINE = "68cd771"
 
 # The seed documents' recipes: (optimizer, learning rate, batch size, epochs, published accuracy).
