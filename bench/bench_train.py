@@ -4,7 +4,7 @@
     uv run python bench/bench_train.py --part speed --part seeds
 
 Needs the preprocess stage's output (run `dvc repro preprocess` first). Reports, as JSON in
-bench/results/train.json and as a table on stdout:
+bench/results/train.json and on stdout:
   ours   our default params (params.yaml) and the previous default (params.yaml at --baseline),
          alternated over seeds 0, 1, 2: test accuracy (final and after epoch 1), training time
          and its ratio (medians), and the training's GFLOP/s against this machine's ceiling and
@@ -40,6 +40,7 @@ import keras
 import ceiling
 import provenance
 from common import paths
+from common.errors import PipelineError
 from ml import config, data, model, runtime, training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
@@ -122,13 +123,12 @@ def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device
 
 def baseline_params(commit: str) -> config.TrainParams:
     """The train section of params.yaml as it was at `commit`."""
-    text = subprocess.run(
-        ["git", "show", f"{commit}:params.yaml"],
-        cwd=paths.ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:params.yaml"], cwd=paths.ROOT, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        raise PipelineError(f"--baseline {commit}: no params.yaml at that commit; give a commit")
+    text = shown.stdout
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(text)
@@ -258,4 +258,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)  # a bad --baseline is one line, not a traceback
