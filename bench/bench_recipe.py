@@ -9,13 +9,16 @@ Trains params.yaml's recipe and each `--variant` (a name, `=`, then space-separa
 overrides) on every `--seed`, one after the other in one run. `--stop-after N` ends each run after
 epoch N of its full schedule (the learning rate follows the whole schedule's curve up to there),
 which is how a recipe's first epoch is compared at a fraction of a full run's cost. Reports the
-validation accuracy after every epoch trained and each epoch's seconds; writes
-bench/results/recipe.json. Needs the preprocess stage's output (`dvc repro preprocess`).
+validation accuracy after every epoch trained and each epoch's seconds, and appends the run, with
+its commit and machine, to bench/results/recipe.json (earlier runs stay: a search is the sum of
+its probes). `--skip-default` leaves params.yaml's recipe out, once an earlier run measured it.
+Needs the preprocess stage's output (`dvc repro preprocess`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -76,16 +79,21 @@ def main() -> None:
     parser.add_argument("--variant", action="append", type=variant, default=[])
     parser.add_argument("--seed", action="append", type=int, help="default: 0 and 1")
     parser.add_argument("--stop-after", type=int, help="epochs to train (default: all)")
+    parser.add_argument(
+        "--skip-default", action="store_true", help="only the variants, not params.yaml's recipe"
+    )
     args = parser.parse_args()
     inputs, device = training.load_inputs(), runtime.configure()
     results: dict[str, object] = {"stop_after": args.stop_after, "variants": {}}
-    for name, overrides in [(DEFAULT, []), *args.variant]:
+    recipes = args.variant if args.skip_default else [(DEFAULT, []), *args.variant]
+    for name, overrides in recipes:
         runs = []
         for seed in args.seed or [0, 1]:
             runs.append(probe(overrides, seed, args.stop_after, inputs, device))
             print(f"{name}, seed {seed}: val_accuracy {runs[-1]['val_accuracy']}", flush=True)
         results["variants"][name] = {"overrides": overrides, "runs": runs}
-    provenance.save(RESULTS, {**results, **provenance.record()})
+    earlier = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
+    provenance.save(RESULTS, {"runs": [*earlier, {**results, **provenance.record()}]})
 
 
 if __name__ == "__main__":
