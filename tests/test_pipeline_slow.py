@@ -183,7 +183,10 @@ def test_real_small_scans_of_other_writers_are_read_better_than_a_plain_resize(
     checkout, tmp_path, capsys
 ):
     """Handwriting that is not MNIST: 200 of UCI's 8x8 scans (43 writers; bundled with
-    scikit-learn), dark on white, upscaled 4x, through predict.py with the checkout's model."""
+    scikit-learn), dark on white, upscaled 4x, through predict.py with the checkout's model.
+    The model is a 2-epoch one, so the floor is loose (85%; the default model reads 91%, and
+    bench_predict measures it on all 1,797); the 10 pp over a plain resize is what fails if
+    predict.py's reading of small, blurred scans regresses to a resize."""
     from sklearn.datasets import load_digits
 
     scans = load_digits()
@@ -201,7 +204,7 @@ def test_real_small_scans_of_other_writers_are_read_better_than_a_plain_resize(
     plain_right = int(
         (cnn.predict(plain[..., None], verbose=0).argmax(1) == scans.target[:200]).sum()
     )
-    assert right >= 180 and right > plain_right, (
+    assert right >= 170 and right >= plain_right + 20, (
         f"{right} of 200 right, a plain resize {plain_right}"
     )
 
