@@ -18,7 +18,6 @@ Needs the preprocess stage's output (`dvc repro preprocess`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,9 +30,12 @@ bootstrap.start(__name__)  # first: quiets the libraries below as they load
 import keras
 
 import provenance
+from common import files
+from common.errors import PipelineError
 from ml import config, data, runtime, training
 
-RESULTS = Path(__file__).resolve().parent / "results" / "recipe.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "recipe.json"
 DEFAULT = "params.yaml"
 
 
@@ -54,13 +56,12 @@ def variant(text: str) -> tuple[str, list[str]]:
 
 
 def probe(
-    overrides: list[str],
+    params: config.Params,
     seed: int,
     stop_after: int | None,
     inputs: tuple[data.Splits, data.Scaling],
     device: runtime.Device,
 ) -> dict:
-    params = config.load(overrides=overrides)
     keras.backend.clear_session()
     splits, scaling = inputs
     fitted = training.fit(
@@ -83,17 +84,32 @@ def main() -> None:
         "--skip-default", action="store_true", help="only the variants, not params.yaml's recipe"
     )
     args = parser.parse_args()
-    inputs, device = training.load_inputs(), runtime.configure()
-    results: dict[str, object] = {"stop_after": args.stop_after, "variants": {}}
     recipes = args.variant if args.skip_default else [(DEFAULT, []), *args.variant]
-    for name, overrides in recipes:
+    if not recipes:
+        parser.error("--skip-default leaves nothing to train: add a --variant")
+    # Everything that can be wrong is checked before the first training: each variant's
+    # overrides, the inputs, and the results file the run is appended to.
+    planned = [(name, overrides, config.load(overrides=overrides)) for name, overrides in recipes]
+    inputs, device = training.load_inputs(), runtime.configure()
+    earlier = earlier_runs()
+    results: dict[str, object] = {"stop_after": args.stop_after, "variants": {}}
+    for name, overrides, params in planned:
         runs = []
         for seed in args.seed or [0, 1]:
-            runs.append(probe(overrides, seed, args.stop_after, inputs, device))
+            runs.append(probe(params, seed, args.stop_after, inputs, device))
             print(f"{name}, seed {seed}: val_accuracy {runs[-1]['val_accuracy']}", flush=True)
         results["variants"][name] = {"overrides": overrides, "runs": runs}
-    earlier = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
     provenance.save(RESULTS, {"runs": [*earlier, {**results, **provenance.record()}]})
+
+
+def earlier_runs() -> list[dict]:
+    if not RESULTS.exists():
+        return []
+    fix = f"move it aside (or `git checkout {RESULTS.relative_to(ROOT)}`) and rerun"
+    earlier = files.read_json(RESULTS, fix)
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+        raise PipelineError(f'{RESULTS}: not a list of runs under "runs"; {fix}')
+    return earlier["runs"]
 
 
 if __name__ == "__main__":
