@@ -114,7 +114,7 @@ def tracked(params: config.Params, out: Path, device: runtime.Device) -> float:
     }
     # The stage's own lines go to stderr, off the results.
     with mock.patch.multiple(train, **timed), contextlib.redirect_stdout(sys.stderr):
-        train.train(params, out / "model.keras", out, out / "run.json")
+        train.train(params, out / "model.keras", out)
     return watch.seconds
 
 

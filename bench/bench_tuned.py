@@ -1,19 +1,20 @@
-"""Benchmark: does a 1-CPU-hour search give a model that `dvc repro` retrains to >= 99.60% test?
+"""Benchmark: does a 1-CPU-hour search give a model that `dvc repro` retrains to >= 99.65% test?
 
-    uv run python bench/bench_tuned.py [--budget-s 1800]   # about 45 min on 2 cores
+    uv run python bench/bench_tuned.py [--budget-s 2400]   # about 55 min on 2 cores
 
 Run as a user would, in a fresh clone of HEAD with its own MLflow store and study file, MNIST
 from $MNIST_MIRROR (else ../shared/mnist): `dvc repro preprocess`; `python src/tune.py --timeout
 BUDGET` (one worker; the default space, pruner and seed); `python src/tune.py --apply`;
 `dvc repro`. Records the search's CPU time (user + system of the worker and its
 children, from getrusage, so the budget is counted in CPU time, not assumed from wall time), its
-trials, the best trial, and the retrained model's validation and test accuracy, beside the
-targets of issue 4. Writes bench/results/tuned.json.
+trials, the best trial, and the retrained model's validation and test accuracy and MD5, beside
+the targets of issue 29. Writes bench/results/tuned.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -32,7 +33,7 @@ from common import paths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tuned.json"
 STUDY = "bench-tuned"
-TEST_TARGET = 0.996
+TEST_TARGET = 0.9965
 VAL_MATCH_PP = 0.1
 
 
@@ -79,13 +80,16 @@ def retrained(clone: Path, seconds: float) -> dict:
     return {
         "val_accuracy": train_metrics["val_accuracy"],
         "test_accuracy": eval_metrics["test_accuracy"],
+        "model_md5": hashlib.md5((clone / "models" / "model.keras").read_bytes()).hexdigest(),
         "repro_seconds": round(seconds, 1),  # `dvc repro` after --apply: train + evaluate
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget-s", type=float, default=1800, help="tune.py --timeout")
+    # Wall seconds: the worker keeps about 1.2 of 2 cores busy (3c94fd9: 0.649 CPU-hours in
+    # 1,900 s) and finishes the trial it is in past the timeout, so 2,400 s stays in a CPU-hour.
+    parser.add_argument("--budget-s", type=float, default=2400, help="tune.py --timeout")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp)
@@ -100,7 +104,7 @@ def main() -> None:
     gap_pp = 100 * abs(result["retrained"]["val_accuracy"] - result["search"]["best_val_accuracy"])
     result["targets"] = {
         "cpu_hours_at_most_1": result["search"]["cpu_hours"] <= 1,
-        "test_at_least_99.60": result["retrained"]["test_accuracy"] >= TEST_TARGET,
+        "test_at_least_99.65": result["retrained"]["test_accuracy"] >= TEST_TARGET,
         "val_gap_pp": round(gap_pp, 3),
         "val_within_0.1_pp": gap_pp <= VAL_MATCH_PP,
     }

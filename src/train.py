@@ -37,7 +37,7 @@ def track_inputs(splits: data.Splits, digest: str) -> None:
 
 def main() -> None:
     params = config.load_from_cli(__doc__.splitlines()[0])
-    fitted = train(params, paths.MODEL_FILE, paths.TRAIN_REPORTS, paths.RUN_FILE)
+    fitted = train(params, paths.MODEL_FILE, paths.TRAIN_REPORTS)
     final = fitted.final()
     print(
         f"{fitted.arch}: val_accuracy {final['val_accuracy']:.4f} after {final['epochs']} "
@@ -46,9 +46,7 @@ def main() -> None:
     )
 
 
-def train(
-    params: config.Params, model_file: Path, report_dir: Path, run_file: Path
-) -> training.Fitted:
+def train(params: config.Params, model_file: Path, report_dir: Path) -> training.Fitted:
     """The stage's work, tracked in one MLflow run: bench/bench_tracking.py times this very code."""
     splits, scaling = training.load_inputs()
     device = runtime.configure(params.train.precision)
@@ -71,9 +69,9 @@ def train(
             verbose=2,
         )
         save_outputs(fitted, model_file, report_dir)
+        pipeline_run.mark_trained(model_file)  # evaluate finds this run by the model's digest
         logs.log_training_summary(fitted.seconds, fitted.model.count_params())
         logs.log_files([report_dir / "curves.png", report_dir / "history.csv"], "train")
-    pipeline_run.save_run_file(run_id, run_file)
     return fitted
 
 

@@ -18,6 +18,7 @@ import predict
 from conftest import REPO, SEVEN_STROKES, SHARED_MNIST, draw_strokes, running, venv_env
 from ml import data, model
 from test_predict import as_user_png
+from tracking import pipeline_run
 
 sys.path.insert(0, str(REPO / "bench"))
 import photos  # the benchmarks' image families, beside them in bench/
@@ -250,7 +251,7 @@ def test_a_second_repro_reruns_nothing(checkout):
 
 
 def test_the_readme_command_undoes_a_failed_experiment(checkout):
-    """Runs last: it commits the 2-epoch experiment, as a user keeping it would."""
+    """Runs second to last: it commits the 2-epoch experiment, as a user keeping it would."""
     commit_all(checkout, "keep the 2-epoch experiment")
     failed = run_dvc(checkout, "exp", "run", "-S", "train.epochs=0")
     assert failed.returncode != 0 and "train.epochs" in failed.stderr + failed.stdout
@@ -261,6 +262,27 @@ def test_the_readme_command_undoes_a_failed_experiment(checkout):
     assert (checkout / "models" / "model.keras").is_file()
     assert git(checkout, "status", "--porcelain") == ""
     assert "Data and pipelines are up to date" in dvc(checkout, "status")
+
+
+def test_retraining_to_the_same_bytes_leaves_dvc_lock_as_committed(checkout):
+    """Runs last, after the commit above: train again on the same params, data and seed. The
+    model is the same file, so nothing DVC tracks changes; a forced evaluate then logs into the
+    new training run, found by the model's MD5."""
+    model_file = checkout / "models" / "model.keras"
+    before = pipeline_run.model_md5(model_file)
+    assert "Running stage 'train'" in dvc(checkout, "repro", "-f", "-s", "train")
+    assert pipeline_run.model_md5(model_file) == before
+    assert git(checkout, "status", "--porcelain") == ""
+    dvc(checkout, "repro", "-f", "-s", "evaluate")
+    mlflow.set_tracking_uri(f"sqlite:///{checkout / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        experiment_names=["mnist-cnn"],
+        filter_string=f"tags.{pipeline_run.MODEL_TAG} = '{before}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    assert len(runs) >= 2 and "test_accuracy" in runs[0].data.metrics
+    assert runs[0].data.tags["trained_in_run"] == runs[0].info.run_id
 
 
 def readme_lines() -> list[str]:

@@ -6,7 +6,6 @@ PostgreSQL URL and look for it in every output, file, param and tag."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from common import redact
 from common.errors import PipelineError
 from conftest import REPO, run_stage, update_params, venv_env
 from ml import config
-from tracking import pipeline_run, store
+from tracking import pipeline_run
 from tuning import storage
 
 PLANTED = "Pl4nted-s3cret"
@@ -96,32 +95,6 @@ def test_a_flag_s_password_is_hidden_in_the_logged_params():
     with pipeline_run.pipeline_run(params, {}) as run_id:
         pass
     assert mlflow.get_run(run_id).data.params["tune.storage"] == ("postgresql://u:***@db/optuna")
-
-
-def test_the_run_file_holds_no_credentials_nor_this_machine_s_paths(tmp_path, monkeypatch):
-    """mlflow_run.json is a DVC output: `dvc push` uploads it, a teammate's clone reads it."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the embedded store of a repo at tmp_path
-    params = config.load()
-    with pipeline_run.pipeline_run(params, {}) as run_id:
-        pass
-    pipeline_run.save_run_file(run_id, tmp_path / "models" / "mlflow_run.json")
-    saved = (tmp_path / "models" / "mlflow_run.json").read_text()
-    assert str(tmp_path) not in saved
-    assert json.loads(saved) == {"run_id": run_id, "tracking_uri": store.EMBEDDED_STORE}
-    with pipeline_run.resumed_run(tmp_path / "models" / "mlflow_run.json") as resumed:
-        assert resumed == run_id
-
-
-def test_evaluate_in_another_store_than_train_s_says_so(tmp_path, monkeypatch):
-    params = config.load()
-    with pipeline_run.pipeline_run(params, {}) as run_id:
-        pass
-    pipeline_run.save_run_file(run_id, tmp_path / "run.json")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
-    expected = pytest.raises(store.TrackingError, match="set MLFLOW_TRACKING_URI as train had it")
-    with expected, pipeline_run.resumed_run(tmp_path / "run.json"):
-        pass
 
 
 def test_a_secret_a_library_writes_to_stderr_is_hidden_there():

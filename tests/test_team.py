@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import itertools
-import json
 import os
 import shlex
 import shutil
@@ -43,7 +42,7 @@ from team import local_servers, postgres_cluster
 from team import stack as team_stack
 from test_predict import as_user_png
 from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
-from tracking import registry
+from tracking import pipeline_run, registry
 
 pytestmark = pytest.mark.team
 
@@ -185,11 +184,14 @@ def test_a_member_logs_runs_while_only_the_maintainer_registers_and_moves_aliase
         f"{stack['MLFLOW_TRACKING_URI']}; its maintainer (maintainer) may" in line
     )
     assert "Traceback" not in result.stderr and member["MLFLOW_TRACKING_PASSWORD"] not in line
-    run_id = json.loads((project / "models" / "mlflow_run.json").read_text())["run_id"]
 
     for name, value in tracked(stack).items():
         monkeypatch.setenv(name, value)
     maintainer = mlflow.MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    experiment = maintainer.get_experiment_by_name("mnist-cnn").experiment_id
+    md5 = pipeline_run.model_md5(project / "models" / "model.keras")
+    (trained,) = maintainer.search_runs([experiment], f"tags.{pipeline_run.MODEL_TAG} = '{md5}'")
+    run_id = trained.info.run_id
     run = maintainer.get_run(run_id)
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     assert not maintainer.search_model_versions(f"run_id = '{run_id}'")

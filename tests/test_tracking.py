@@ -65,15 +65,50 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits, devic
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
 
 
-def test_evaluate_resumes_the_run_that_train_opened(tmp_path):
-    params = config.load()
+def trained(params: config.Params, model_file, content: bytes, experiment: str = "") -> str:
+    """A pipeline run that 'saved' `content` as its model, as train does."""
+    if experiment:
+        params = params.model_copy(
+            update={"tracking": params.tracking.model_copy(update={"experiment": experiment})}
+        )
     with pipeline_run.pipeline_run(params, {}) as run_id:
-        pass
-    pipeline_run.save_run_file(run_id, tmp_path / "run.json")
-    with pipeline_run.resumed_run(tmp_path / "run.json") as resumed:
+        model_file.write_bytes(content)
+        pipeline_run.mark_trained(model_file)
+    return run_id
+
+
+def test_evaluate_resumes_the_run_that_trained_the_model_s_bytes(tmp_path):
+    params = config.load()
+    model_file = tmp_path / "model.keras"
+    first = trained(params, model_file, b"weights A")
+    trained(params, model_file, b"weights B", experiment="elsewhere")
+    model_file.write_bytes(b"weights A")  # DVC restored A from its cache: no training ran
+    with pipeline_run.resumed_run(model_file) as resumed:
         logs.log_metrics({"test_accuracy": 0.5})
-    assert resumed == run_id
-    assert only_run(params.tracking.experiment).data.metrics["test_accuracy"] == 0.5
+    assert resumed == first
+    run = mlflow.get_run(first)
+    assert run.data.metrics["test_accuracy"] == 0.5
+    assert run.data.tags["trained_in_run"] == first
+
+
+def test_the_newest_run_of_identical_bytes_is_resumed(tmp_path):
+    """A retraining to the same weights writes the same file: its own run gets the evaluation."""
+    params = config.load()
+    model_file = tmp_path / "model.keras"
+    trained(params, model_file, b"same weights")
+    newest = trained(params, model_file, b"same weights", experiment="later")
+    with pipeline_run.resumed_run(model_file) as resumed:
+        pass
+    assert resumed == newest
+
+
+def test_a_model_this_store_never_trained_is_an_error_naming_the_fix(tmp_path):
+    trained(config.load(), tmp_path / "model.keras", b"known")
+    stranger = tmp_path / "pulled.keras"
+    stranger.write_bytes(b"trained on a teammate's machine, tracked elsewhere")
+    fix = r"set MLFLOW_TRACKING_URI to the store train used, or retrain it .*dvc repro -f train"
+    with pytest.raises(store.TrackingError, match=fix), pipeline_run.resumed_run(stranger):
+        pass
 
 
 def test_under_dvc_exp_run_the_run_is_named_and_tagged_for_the_dvc_experiment(monkeypatch):

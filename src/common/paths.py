@@ -18,7 +18,6 @@ FEEDBACK_SPLIT = PROCESSED_DIR / "feedback.npz"  # the collected slice, as prepr
 MODELS_DIR = ROOT / "models"
 REPORTS_DIR = ROOT / "reports"
 MODEL_FILE = MODELS_DIR / "model.keras"
-RUN_FILE = MODELS_DIR / "mlflow_run.json"  # the MLflow run that evaluate resumes
 PREPROCESS_REPORTS = REPORTS_DIR / "preprocess"
 TRAIN_REPORTS = REPORTS_DIR / "train"
 EVAL_REPORTS = REPORTS_DIR / "eval"

@@ -1,9 +1,11 @@
-"""The pipeline's MLflow run: one per pipeline execution. train opens it and writes its id to
-paths.RUN_FILE (one of train's outputs); evaluate resumes it from there. A run whose process is
-gone (SIGKILL, an out-of-memory kill) is ended KILLED by the next run, Ctrl-C ends it KILLED."""
+"""The pipeline's MLflow run: one per pipeline execution. train opens it and tags it with the
+MD5 of the model it saved; evaluate finds it by the MD5 of the model it reads and resumes it.
+A run whose process is gone (SIGKILL, an out-of-memory kill) is ended KILLED by the next run,
+Ctrl-C ends it KILLED."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
@@ -14,15 +16,18 @@ from pathlib import Path
 import mlflow
 import psutil
 from mlflow.entities import RunStatus
-from mlflow.exceptions import MlflowException
 
-from common import files, paths
+from common import paths, redact
 from ml import config
 from tracking import lineage, store
 
 # The pid and start time of the process that owns a pipeline run: with them the next run can
 # tell a run whose process was killed (SIGKILL, a lost machine is not detectable) from a live one.
 OWNER_TAG = "owner_process"
+# The model's MD5, the digest dvc.lock records for it: the hand-over from train to evaluate. A
+# file naming the run would be a train output that differs on every run, so a retraining to the
+# same bytes would still change dvc.lock; the model's own digest names the run that made it.
+MODEL_TAG = "model_md5"
 
 
 @contextmanager
@@ -99,39 +104,48 @@ def end_orphaned_runs(experiment: str) -> list[str]:
     return orphans
 
 
-def save_run_file(run_id: str, path: Path = paths.RUN_FILE) -> None:
-    """The run for evaluate to resume, and its store as a teammate's clone can read it."""
-    files.write_json(
-        path, {"run_id": run_id, "tracking_uri": store.recorded(mlflow.get_tracking_uri())}
+def model_md5(model_file: Path) -> str:
+    with model_file.open("rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def mark_trained(model_file: Path) -> None:
+    """Tag the active run as the one that wrote `model_file`'s bytes."""
+    mlflow.set_tag(MODEL_TAG, model_md5(model_file))
+
+
+def training_run(model_file: Path) -> str:
+    """The newest run in this store, any experiment, that trained these exact bytes. DVC may
+    restore a model from its cache without training it; the run that first wrote it is found
+    all the same, and a model this store never saw trained is an error, not a new run."""
+    digest = model_md5(model_file)
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.{MODEL_TAG} = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
+    if not runs:
+        raise store.TrackingError(
+            f"no MLflow run in {redact.uri(store.tracking_uri())} trained {model_file.name} "
+            f"(md5 {digest}): set MLFLOW_TRACKING_URI to the store train used, or retrain it "
+            "here with `dvc repro -f train`"
+        )
+    return runs[0].info.run_id
 
 
 @contextmanager
-def resumed_run(path: Path = paths.RUN_FILE) -> Iterator[str]:
-    """Reopen the run that train started, so evaluation lands in the same run. Under
-    `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run.
-    The store is this process's (the file holds no credentials); it must be the one train used."""
-    fix = "rerun the train stage (`dvc repro -f train`)"
-    saved = files.read_json(path, fix)
-    if not isinstance(saved, dict) or not {"run_id", "tracking_uri"} <= set(saved):
-        raise store.TrackingError(f"{path}: no run_id and tracking_uri in it; {fix}")
-    uri = store.tracking_uri()
-    if store.recorded(uri) != saved["tracking_uri"]:
-        raise store.TrackingError(
-            f"{path} names a run in {saved['tracking_uri']}, but this process logs to "
-            f"{store.recorded(uri)}: set MLFLOW_TRACKING_URI as train had it, or {fix}"
-        )
-    store.connect(uri)
-    run_id = os.environ.get("MLFLOW_RUN_ID", saved["run_id"])
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except MlflowException as err:
-        raise store.TrackingError(
-            f"cannot resume MLflow run {run_id} in {saved['tracking_uri']}: {err.message}; {fix}"
-        ) from err
+def resumed_run(model_file: Path = paths.MODEL_FILE) -> Iterator[str]:
+    """Reopen the run that trained `model_file`, so evaluation lands in the same run. Under
+    `mlflow run -e evaluate` the project's own run is used instead, tagged with train's run."""
+    store.connect(store.tracking_uri())
+    trained_in = training_run(model_file)
+    run_id = os.environ.get("MLFLOW_RUN_ID", trained_in)
     with (
         mlflow.start_run(run_id=run_id, log_system_metrics=True) as run,
         ended_as_killed_on_interrupt(),
     ):
-        mlflow.set_tags({"trained_in_run": saved["run_id"], OWNER_TAG: this_process()})
+        mlflow.set_tags({"trained_in_run": trained_in, OWNER_TAG: this_process()})
         yield run.info.run_id

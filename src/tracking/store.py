@@ -54,8 +54,6 @@ UI_RUNS_QUERY = "workflowType=machine_learning"
 # How long connect() waits for a server to accept the connection: one that is down refuses it
 # at once, and a host that drops packets should not hold a stage for long.
 PROBE_CONNECT_S = 5.0
-# The embedded store, as mlflow_run.json records it: mlflow.db in the repo root.
-EMBEDDED_STORE = "sqlite:///mlflow.db (in the repo root)"
 # mlflow ui's address when it serves the embedded store.
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -90,12 +88,6 @@ def tracking_uri() -> str:
 
 def embedded_uri() -> str:
     return f"sqlite:///{store_root() / 'mlflow.db'}"
-
-
-def recorded(uri: str) -> str:
-    """The store as a file that travels names it (mlflow_run.json, which `dvc push` uploads): no
-    password, and the embedded store as the repo's mlflow.db, wherever a clone keeps it."""
-    return EMBEDDED_STORE if uri == embedded_uri() else redact.uri(uri)
 
 
 def connect(uri: str) -> None:
