@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from common import errors
 from conftest import REPO, run_stage, set_tune
 from ml import config, footprint, model, tune_params
-from test_tune import mlflow_runs, start_tune, study_in
 from tracking import store
+from tune_workers import mlflow_runs, start_tune, study_in
 from tuning import coordination, front, summary
 from tuning.pick import Pick
 

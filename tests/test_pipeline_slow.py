@@ -17,8 +17,8 @@ from PIL import Image
 import predict
 from conftest import REPO, SEVEN_STROKES, SHARED_MNIST, draw_strokes, running, venv_env
 from ml import data, model
-from test_predict import as_user_png
 from tracking import pipeline_run
+from user_files import as_user_png
 
 sys.path.insert(0, str(REPO / "bench"))
 import photos  # the benchmarks' image families, beside them in bench/

@@ -16,6 +16,7 @@ from conftest import SHARED_MNIST
 from inference import imaging, paper
 from ml import config, data, model
 from mnist_fakes import synthetic_digits
+from user_files import as_user_png
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +26,6 @@ def mnist_test() -> data.Split:
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"needs real MNIST in {SHARED_MNIST} (or $MNIST_MIRROR)")
     return data.read_pair(SHARED_MNIST, "t10k")
-
-
-def as_user_png(digit: np.ndarray, path, size: tuple[int, int], dark_on_light: bool) -> None:
-    """Render an MNIST digit the way a user's file might look: bigger, off-centre, either way."""
-    side = min(size) * 2 // 3
-    big = Image.fromarray(digit.squeeze()).resize((side, side), Image.Resampling.BILINEAR)
-    canvas = Image.new("L", size, 0)
-    canvas.paste(big, ((size[0] - side) // 4, (size[1] - side) // 3))
-    pixels = np.asarray(canvas)
-    Image.fromarray(255 - pixels if dark_on_light else pixels).convert("RGB").save(path)
 
 
 @pytest.mark.slow

@@ -40,9 +40,9 @@ from conftest import (
 from mnist_fakes import synthetic_digits
 from team import local_servers, postgres_cluster
 from team import stack as team_stack
-from test_predict import as_user_png
-from test_tune import mlflow_runs, start_tune, wait_for_first_epoch
 from tracking import pipeline_run, registry
+from tune_workers import mlflow_runs, start_tune, wait_for_first_epoch
+from user_files import as_user_png
 
 pytestmark = pytest.mark.team
 

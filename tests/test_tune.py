@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import shlex
 import signal
@@ -16,26 +15,15 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from filelock import FileLock
 
-from common import errors, paths
+from common import errors
 from conftest import REPO, TINY_SPACE, free_port, run_stage, set_tune, update_params
 from ml import config, params_file, tune_params
 from mnist_fakes import UNIT, synthetic_digits, synthetic_splits
 from tracking import lineage, models, store
+from tune_workers import mlflow_runs, start_tune, study_in, wait_for_first_epoch
 from tuning import coordination, objective, pruning, runs, search, storage
 from tuning.progress import SearchProgress
-
-
-def study_in(project: Path, name: str = "mnist-cnn") -> optuna.Study:
-    """The project's study, opened under the lock its workers hold while creating the tables."""
-    with FileLock(project / storage.STUDIES_LOCK.relative_to(paths.ROOT)):
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/optuna/studies.db")
-
-
-def mlflow_runs() -> list[mlflow.entities.Run]:
-    mlflow.set_tracking_uri(store.tracking_uri())
-    return mlflow.search_runs(experiment_names=["mnist-cnn"], output_format="list")
 
 
 def test_a_three_trial_study_gives_three_child_runs_under_one_parent(tune_project):
@@ -389,33 +377,6 @@ def test_the_search_space_is_read_from_params():
     space = config.load(overrides=["tune.space={train.epochs: {choices: [3, 5]}}"]).tune.space
     trial = optuna.trial.FixedTrial({"train.epochs": 5})
     assert objective.suggest(trial, space) == {"train.epochs": 5}
-
-
-def start_tune(
-    project: Path,
-    *args: str,
-    stdout: int = subprocess.DEVNULL,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "src/tune.py", *args],
-        cwd=project,
-        text=True,
-        env={**os.environ, **(env or {})},
-        stdout=stdout,
-        stderr=subprocess.STDOUT if stdout == subprocess.PIPE else subprocess.PIPE,
-    )
-
-
-def wait_for_first_epoch(worker: subprocess.Popen) -> None:
-    """Read the worker's output until its trial reports an epoch: heartbeats are recorded by
-    then (Optuna never marks stale a trial killed before its first heartbeat)."""
-    seen = []
-    for line in worker.stdout:
-        seen.append(line)
-        if re.match(r"trial 0 \(1 of \d+\) epoch 1/", line):
-            return
-    pytest.fail("the worker ended before its first epoch:\n" + "".join(seen[-30:]))
 
 
 def test_a_worker_joining_a_new_study_waits_for_its_creators_parent_run(tmp_path):
