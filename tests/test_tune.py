@@ -38,6 +38,11 @@ def test_a_three_trial_study_gives_three_child_runs_under_one_parent(tune_projec
     assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1", "trial-2"]
     assert all(c.data.tags["trial_state"] == "COMPLETE" for c in children)
     assert set(children[0].data.params) == set(TINY_SPACE)
+    # Trial 0 is the scratch params.yaml's values, 64 filters moved into the tiny space's 4-8;
+    # its dense 256 is not among the space's choices, so the sampler draws that one.
+    start = {"train.model.blocks.0.filters": 8, "train.learning_rate": 0.004}
+    start |= {"train.augment.shift": 0.05, "train.epochs": 1}
+    assert {key: trials[0].params[key] for key in start} == start
     history = mlflow.MlflowClient().get_metric_history(parent.info.run_id, "best_val_accuracy")
     running_best = np.maximum.accumulate([t.value for t in trials])
     history = sorted(history, key=lambda m: m.step)
@@ -47,6 +52,16 @@ def test_a_three_trial_study_gives_three_child_runs_under_one_parent(tune_projec
     assert "plots/optimization_history.png" in logged and "plots/intermediate_values.png" in logged
     best = yaml.safe_load((tune_project / "reports" / "tune" / "best_params.yaml").read_text())
     assert best["value"] == study_in(tune_project).best_value
+
+
+def test_a_new_study_starts_from_params_yaml_moved_to_the_nearest_end_of_each_range():
+    params = config.load(values={"train.epochs": 3, "train.learning_rate": 0.5})
+    space = params.tune.space
+    start = objective.starting_point(params, space)
+    assert start["train.epochs"] == space["train.epochs"].low
+    assert start["train.learning_rate"] == space["train.learning_rate"].high
+    assert start["train.augment.shift"] == params.train.augment.shift  # inside: as it is
+    assert set(start) == set(space)
 
 
 def test_a_search_says_once_per_trial_how_far_it_is_and_nothing_else(tune_project):

@@ -90,6 +90,9 @@ def search(params: config.Params, fixed: dict[str, Any]) -> None:
     if tune.max_trials:
         callbacks.append(optuna.study.MaxTrialsCallback(tune.max_trials))
     announce(study, rdb, tune, list(trainer.space), fixed)
+    if created:  # only the study's creator: a joining or resuming worker finds it queued or run
+        study.enqueue_trial(objective.starting_point(params, trainer.space))
+        print("the first trial is params.yaml's own values (moved into the space where outside)")
     # Ctrl-C: Optuna fails the running trial, the parent run ends KILLED, and exit_on_error
     # says that rerunning the command resumes the study.
     with runs.searching(parent_id, lambda: coordination.still_running(study)):
