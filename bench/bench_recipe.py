@@ -63,6 +63,11 @@ def probe(
     device: runtime.Device,
 ) -> dict:
     keras.backend.clear_session()
+    # A variant may set train.precision: the dtype policy is global, so set it for each probe.
+    on_gpu = device.kind == "GPU"
+    keras.mixed_precision.set_global_policy(
+        runtime.resolve_precision(params.train.precision, on_gpu)
+    )
     splits, scaling = inputs
     fitted = training.fit(
         splits, params.train, seed, scaling, device, callbacks=[StopAfter(stop_after)], verbose=0
@@ -90,6 +95,13 @@ def main() -> None:
     # Everything that can be wrong is checked before the first training: each variant's
     # overrides, the inputs, and the results file the run is appended to.
     planned = [(name, overrides, config.load(overrides=overrides)) for name, overrides in recipes]
+    for name, _, params in planned:
+        if params.train.backend != keras.backend.backend():
+            raise PipelineError(
+                f"{name}: train.backend={params.train.backend}, but this run loaded "
+                f"{keras.backend.backend()}: one backend per run; run that variant alone "
+                f"(--skip-default) with KERAS_BACKEND={params.train.backend}"
+            )
     inputs, device = training.load_inputs(), runtime.configure()
     earlier = earlier_runs()
     results: dict[str, object] = {"stop_after": args.stop_after, "variants": {}}
