@@ -185,6 +185,9 @@ def main() -> None:
         write_reports(cnn, test, ev, scores, params.evaluate.gallery_size, paths.EVAL_REPORTS)
         splits = {"mnist-test": test, "feedback": corrections}
         registered = track(cnn, splits, ev, scores, params)
+        # Last: an evaluate cut short leaves no record, so DVC runs it again.
+        model_md5 = pipeline_run.model_md5(paths.MODEL_FILE)
+        files.write_json(paths.EVALUATION_FILE, {"model_md5": model_md5} | scores)
     print(
         f"test accuracy {scores['test_accuracy']:.4f}, macro F1 {scores['test_macro_f1']:.4f}, "
         f"{int((ev.predicted != ev.labels).sum())} of {len(test)} wrong "

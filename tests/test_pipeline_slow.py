@@ -265,7 +265,7 @@ def test_the_readme_command_undoes_a_failed_experiment(checkout):
 
 
 def test_retraining_to_the_same_bytes_leaves_dvc_lock_as_committed(checkout):
-    """Runs last, after the commit above: train again on the same params, data and seed. The
+    """Runs after the commit above: train again on the same params, data and seed. The
     model is the same file, so nothing DVC tracks changes; a forced evaluate then logs into the
     new training run, found by the model's MD5."""
     model_file = checkout / "models" / "model.keras"
@@ -283,6 +283,21 @@ def test_retraining_to_the_same_bytes_leaves_dvc_lock_as_committed(checkout):
     )
     assert len(runs) >= 2 and "test_accuracy" in runs[0].data.metrics
     assert runs[0].data.tags["trained_in_run"] == runs[0].info.run_id
+
+
+def test_a_fresh_clone_s_repro_registers_its_model_and_leaves_git_clean(checkout, tmp_path):
+    """Runs last, on the commit above. A clone has the committed reports but no DVC cache: its
+    `dvc repro` trains the same bytes, and still evaluates them into its own store, so
+    predict.py finds a champion there; dvc.lock and the reports stay as committed."""
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(checkout), str(clone))
+    ran = dvc(clone, "repro")
+    assert "Running stage 'train'" in ran and "Running stage 'evaluate'" in ran
+    assert "registered mnist-cnn version 1" in ran
+    assert git(clone, "status", "--porcelain") == ""
+    assert pipeline_run.model_md5(clone / "models" / "model.keras") == pipeline_run.model_md5(
+        checkout / "models" / "model.keras"
+    )
 
 
 def readme_lines() -> list[str]:

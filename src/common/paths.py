@@ -18,6 +18,9 @@ FEEDBACK_SPLIT = PROCESSED_DIR / "feedback.npz"  # the collected slice, as prepr
 MODELS_DIR = ROOT / "models"
 REPORTS_DIR = ROOT / "reports"
 MODEL_FILE = MODELS_DIR / "model.keras"
+# Which model evaluate scored and offered to the registry: DVC-cached, so a fresh clone lacks it
+# and its first `dvc repro` evaluates (and registers) the model it trains, in its own store.
+EVALUATION_FILE = MODELS_DIR / "evaluation.json"
 PREPROCESS_REPORTS = REPORTS_DIR / "preprocess"
 TRAIN_REPORTS = REPORTS_DIR / "train"
 EVAL_REPORTS = REPORTS_DIR / "eval"
