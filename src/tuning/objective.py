@@ -59,7 +59,9 @@ def suggest(trial: optuna.Trial, space: dict[str, tune_params.Dimension]) -> dic
     return chosen
 
 
-def starting_point(params: config.Params, space: dict[str, tune_params.Dimension]) -> dict:
+def starting_point(
+    params: config.Params, space: dict[str, tune_params.Dimension]
+) -> dict[str, Any]:
     """params.yaml's own values, each moved to the nearest end of its range when outside it
     (the default's 6 epochs against a space from 12) and left to the sampler when not among its
     choices: a new study's first trial, so the search starts from the default, not a random
