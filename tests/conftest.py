@@ -42,6 +42,7 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     process (connected here, so no test inherits the last test's store) and in subprocesses."""
     # Imported here, not at the top: pytest-xdist's controller runs no test and should not load
     # TensorFlow, whose start-up lines would end up in the test report.
+    from mlflow.tracking import fluent
 
     uri = f"sqlite:///{tmp_path / 'mlruns-store' / 'mlflow.db'}"
     (tmp_path / "mlruns-store").mkdir()
@@ -52,6 +53,9 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     # mlflow.set_experiment exports the id for subprocesses: left set, it would send the next
     # test's runs into this test's experiment id (and `mlflow run` refuses it beside a name).
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    # ...and in this process: MLflow refuses to resume a run of another experiment than the
+    # active one, and has no public call that forgets it.
+    fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")
