@@ -67,3 +67,43 @@ def test_an_augmented_model_predicts_like_the_plain_one_and_survives_saving(tmp_
     augmented.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), expected)
+
+
+def test_a_model_trained_in_mixed_precision_is_saved_to_compute_in_float32(tmp_path):
+    """bfloat16 is how a model trains fast where the CPU has it, not how it serves elsewhere."""
+    spec = config.load().train.model
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        mixed = model.build_cnn(spec, augment=config.Augment(shift=0.1, rotate_deg=10))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.layers[0].dtype_policy.name == "mixed_bfloat16"
+    model.save(mixed, tmp_path / "model.keras")
+    loaded = model.load(tmp_path / "model.keras")
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    for saved, trained in zip(loaded.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, trained)
+    pixels = np.random.default_rng(2).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+    float32 = model.build_cnn(spec)
+    float32.set_weights(mixed.get_weights())
+    np.testing.assert_array_equal(
+        loaded.predict(pixels, verbose=0), float32.predict(pixels, verbose=0)
+    )
+
+
+def test_float32_policies_leaves_float32_and_other_dtypes_alone():
+    policy = {"class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}
+    config_in = {
+        "layers": [
+            {"dtype": policy},
+            {"dtype": "uint8"},
+            {"dtype": {**policy, "config": {"name": "float32"}}},
+        ]
+    }
+    converted = model.float32_policies(config_in)
+    assert [layer["dtype"] for layer in converted["layers"]] == [
+        {"class_name": "DTypePolicy", "config": {"name": "float32"}},
+        "uint8",
+        {"class_name": "DTypePolicy", "config": {"name": "float32"}},
+    ]
+    assert policy["config"]["name"] == "mixed_float16"  # the input is not changed in place

@@ -75,10 +75,8 @@ def test_two_trainings_with_one_seed_save_one_md5(tiny_splits, device, tmp_path)
     first, second = ((tmp_path / name).read_bytes() for name in ("first.keras", "second.keras"))
     assert hashlib.md5(first).hexdigest() == hashlib.md5(second).hexdigest()
     reloaded = model.load(tmp_path / "first.keras")
-    np.testing.assert_array_equal(
-        reloaded.predict(tiny_splits.val.x[:4], verbose=0),
-        fitted.model.predict(tiny_splits.val.x[:4], verbose=0),
-    )
+    for saved, trained in zip(reloaded.get_weights(), fitted.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, trained)
 
 
 def test_fit_trains_on_augmented_batches(tiny_splits, device):

@@ -81,7 +81,7 @@ class TrainParams(Strict):
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: no weight averaging
     batch_size: Annotated[int, Field(ge=1, le=8192)]
     epochs: Annotated[int, Field(ge=1, le=500)]
-    precision: Precision = "auto"  # auto: float32 on CPU, mixed precision on GPU (runtime.py)
+    precision: Precision = "auto"  # auto: per device and CPU (runtime.resolve_precision)
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"  # set by common.keras_backend
 
     @property

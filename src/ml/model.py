@@ -118,7 +118,8 @@ def save(cnn: keras.Model, path: Path) -> None:
     weights' entry and metadata.json's `date_saved` with the clock, and numbers the objects that
     layers share (their dtype policy) by memory address, so DVC would store every retraining to
     identical weights as a new model. Here the times are the zip epoch (the MLflow run records
-    when the model was trained) and the shared objects are numbered in order."""
+    when the model was trained) and the shared objects are numbered in order. The saved model
+    computes in float32 whatever precision trained it (float32_policies)."""
     with tempfile.TemporaryDirectory() as scratch:
         saved = Path(scratch) / "model.keras"
         cnn.save(saved)
@@ -128,7 +129,8 @@ def save(cnn: keras.Model, path: Path) -> None:
                 if entry.filename == "metadata.json":
                     content = json.dumps({**json.loads(content), "date_saved": SAVED}).encode()
                 if entry.filename == "config.json":
-                    content = json.dumps(numbered_shared_objects(json.loads(content))).encode()
+                    portable = float32_policies(numbered_shared_objects(json.loads(content)))
+                    content = json.dumps(portable).encode()
                 fixed = zipfile.ZipInfo(entry.filename, date_time=ZIP_EPOCH)
                 fixed.compress_type = entry.compress_type
                 target.writestr(fixed, content)
@@ -147,6 +149,22 @@ def numbered_shared_objects(config: Any, numbers: dict[int, int] | None = None) 
         address = config["shared_object_id"]
         renumbered["shared_object_id"] = numbers.setdefault(address, len(numbers) + 1)
     return renumbered
+
+
+def float32_policies(config: Any) -> Any:
+    """The config with each mixed-precision dtype policy made float32. Under mixed precision the
+    weights are float32 already; only the compute is 16-bit, which is how a model trains fast
+    where the hardware has it (ml.runtime), not how it should serve on a machine that may not."""
+    if isinstance(config, list):
+        return [float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    converted = {key: float32_policies(value) for key, value in config.items()}
+    policy = config.get("config")
+    mixed = isinstance(policy, dict) and str(policy.get("name", "")).startswith("mixed_")
+    if config.get("class_name") == "DTypePolicy" and mixed:
+        converted["config"] = {**policy, "name": "float32"}
+    return converted
 
 
 def load(path: Path) -> keras.Model:
