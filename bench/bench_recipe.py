@@ -64,10 +64,7 @@ def probe(
 ) -> dict:
     keras.backend.clear_session()
     # A variant may set train.precision: the dtype policy is global, so set it for each probe.
-    on_gpu = device.kind == "GPU"
-    keras.mixed_precision.set_global_policy(
-        runtime.resolve_precision(params.train.precision, on_gpu)
-    )
+    runtime.use_precision(params.train.precision, on_gpu=device.kind == "GPU")
     splits, scaling = inputs
     fitted = training.fit(
         splits, params.train, seed, scaling, device, callbacks=[StopAfter(stop_after)], verbose=0

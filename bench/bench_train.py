@@ -66,6 +66,7 @@ class TestClock(keras.callbacks.Callback):
         super().__init__()
         self.x, self.y = test.x, test.y
         self.points: list[tuple[float, float]] = []
+        self.saved_accuracy: float | None = None  # set by our_run, after training
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.elapsed, self._start = 0.0, time.perf_counter()
@@ -105,6 +106,7 @@ def seed_script_a(splits: data.Splits, test: data.Split, seed: int) -> TestClock
     """Preset seed_a as the seed scripts train it: numpy arrays, batch 32, Adam, 10 epochs."""
     print(f"training seed_a as the seed scripts do (seed {seed}) ...", flush=True)
     keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")  # Keras' default, which the seeds ran in
     keras.utils.set_random_seed(seed)
     cnn = model.build_cnn(model.PRESETS["seed_a"])  # its Rescaling(1/255) is the seeds' x / 255
     cnn.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -116,9 +118,21 @@ def seed_script_a(splits: data.Splits, test: data.Split, seed: int) -> TestClock
 def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device, label: str):
     print(f"training {label} (seed {seed}) ...", flush=True)
     keras.backend.clear_session()
+    runtime.use_precision(params.precision, on_gpu=device.kind == "GPU")
     clock = TestClock(test)
-    training.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
+    fitted = training.fit(splits, params, seed, scaling, device, callbacks=[clock], verbose=0)
+    clock.saved_accuracy = saved_accuracy(fitted.model, test)
     return clock
+
+
+def saved_accuracy(cnn: keras.Model, test: data.Split) -> float:
+    """Test accuracy of the model as the train stage saves it, which evaluate scores: float32
+    (ml.model.save), where the clock's epochs ran in the training's precision."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(cnn, path)
+        probs = model.load(path).predict(test.x, batch_size=1024, verbose=0)
+    return float((probs.argmax(1) == test.y).mean())
 
 
 def baseline_params(commit: str) -> config.TrainParams:
@@ -132,7 +146,10 @@ def baseline_params(commit: str) -> config.TrainParams:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(text)
-        return config.load(path).train
+        train = config.load(path).train
+    # `auto` meant float32 on CPU at every baseline commit; today it may mean bfloat16 compute
+    # (ml.runtime), which would speed the baseline up with the new runtime, not its own.
+    return train.model_copy(update={"precision": "float32"}) if train.precision == "auto" else train
 
 
 def side_by_side(run, ours: config.TrainParams, baseline: config.TrainParams) -> dict:
@@ -151,7 +168,7 @@ def side_by_side(run, ours: config.TrainParams, baseline: config.TrainParams) ->
 
 
 def recipe_figures(clocks: list[TestClock]) -> dict:
-    accs = [clock.accuracy for clock in clocks]
+    accs = [clock.saved_accuracy for clock in clocks]
     seconds = [clock.seconds for clock in clocks]
     return {
         "test_accuracy": accs,
@@ -176,12 +193,22 @@ def training_compute(params: config.TrainParams, images: int, seconds: float) ->
     the peaks of this machine, the ceiling measured now, in this process."""
     flops = ceiling.training_flops(model.build_cnn(model.architecture(params)))
     peak = ceiling.measured_gflops()
-    return {
+    precision = runtime.resolve_precision(params.precision, on_gpu=False)
+    # Under bfloat16 compute the fp32 ceiling understates what the machine can do: the bfloat16
+    # multiply (what a mixed_bfloat16 layer's matmuls run in) is measured too.
+    achieved = images * params.epochs / seconds
+    figures = {
+        "precision": precision,
         "training_mflop_per_image": round(flops / 1e6, 2),
         "measured_ceiling_gflops": round(peak, 1),
         "paper_peak": ceiling.paper_gflops(),
-        **ceiling.report(images * params.epochs / seconds, flops, peak),
+        **ceiling.report(achieved, flops, peak),
     }
+    if "bfloat16" in precision:
+        bf16_peak = ceiling.measured_gflops("bfloat16")
+        figures["measured_bfloat16_ceiling_gflops"] = round(bf16_peak, 1)
+        figures["of_measured_bfloat16_ceiling"] = round(achieved * flops / 1e9 / bf16_peak, 3)
+    return figures
 
 
 def recipe(preset: str, base: config.TrainParams) -> config.TrainParams:
@@ -195,6 +222,7 @@ def recipe(preset: str, base: config.TrainParams) -> config.TrainParams:
             "warmup_epochs": 0,
             "ema_momentum": None,
             "augment": config.Augment(),  # the seed scripts train on the images as they are
+            "precision": "float32",  # and in Keras' default numerics
             "batch_size": batch,
             "epochs": epochs,
         }

@@ -69,6 +69,17 @@ def trials(clone: Path) -> dict:
         "best_trial": study.best_trial.number,
         "best_params": study.best_params,
         "best_val_accuracy": study.best_value,
+        # Every trial, so what the pruner stopped and where can be read back, not only counted.
+        "each": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "last_epoch": max(t.intermediate_values, default=None),
+                "params": t.params,
+            }
+            for t in study.trials
+        ],
     }
 
 

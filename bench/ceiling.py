@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
+
+from common import cpu
 
 # fp32 lanes per vector register, by the widest unit the CPU reports.
 LANES = {"avx512f": 16, "avx2": 8, "avx": 8}
@@ -43,10 +44,12 @@ def training_flops(cnn: keras.Model) -> int:
     return 3 * forward_flops(cnn)
 
 
-def measured_gflops(repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` fp32 multiplies of two MATMUL_SIZE-square matrices."""
+def measured_gflops(dtype: str = "float32", repeats: int = 5) -> float:
+    """GFLOP/s of the best of `repeats` multiplies of two MATMUL_SIZE-square matrices."""
     rng = np.random.default_rng(0)
-    a, b = (keras.ops.convert_to_tensor(rng.random((MATMUL_SIZE,) * 2, np.float32)) for _ in "ab")
+    a, b = (
+        keras.ops.convert_to_tensor(rng.random((MATMUL_SIZE,) * 2, np.float32), dtype) for _ in "ab"
+    )
     keras.ops.convert_to_numpy(keras.ops.matmul(a, b))  # warm-up: the runtime picks its kernel
     best = math.inf
     for _ in range(repeats):
@@ -56,17 +59,9 @@ def measured_gflops(repeats: int = 5) -> float:
     return 2 * MATMUL_SIZE**3 / best / 1e9
 
 
-def paper_gflops(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, float | int | str] | None:
-    """The peak the CPU's data sheet implies, from the first core's block (None off Linux)."""
-    try:
-        first = cpuinfo.read_text().split("\n\n", 1)[0]
-    except OSError:
-        return None
-    fields = dict(
-        (key.strip(), value.strip())
-        for key, value in (line.split(":", 1) for line in first.splitlines() if ":" in line)
-    )
-    flags = set(fields.get("flags", "").split())
+def paper_gflops() -> dict[str, float | int | str] | None:
+    """The fp32 peak the CPU's data sheet implies (None off Linux)."""
+    fields, flags = cpu.fields(), cpu.flags()
     unit = next((flag for flag in LANES if flag in flags), None)
     if unit is None or "cpu MHz" not in fields:
         return None

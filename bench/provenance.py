@@ -11,7 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from common import files
+from common import cpu, files
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "mlflow", "optuna", "dvc")
@@ -43,26 +43,11 @@ def versions() -> dict[str, str]:
 
 
 def machine(accelerator: str | None = None) -> str:
-    cpu = f"{cpu_model()}, {os.cpu_count()} cores"
-    return f"{accelerator}; {cpu}" if accelerator else cpu
-
-
-def cpu_model() -> str:
-    """The CPU's name and its widest vector unit: AVX-512's vectors are twice AVX2's width, and
-    the machines this project runs on have either, so the same commit can time differently."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux
-        return platform.processor() or platform.machine()
-    first = info.split("\n\n", 1)[0]  # one core's block: they all say the same
-    fields = {
-        k.strip(): v.strip()
-        for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)
-    }
-    flags = set(fields.get("flags", "").split())
-    units = {"avx512f": "AVX-512", "avx2": "AVX2", "avx": "AVX"}
-    widest = next((name for flag, name in units.items() if flag in flags), "no AVX")
-    return f"{fields.get('model name', platform.machine())} ({widest})"
+    """The CPU's name, family and vector extensions (common.cpu) and its cores: the same commit
+    times differently on an AVX2 and an AVX-512 part, and trains in bfloat16 only on CPUs that
+    have it (ml.runtime)."""
+    cpu_line = f"{cpu.describe()}, {os.cpu_count()} cores"
+    return f"{accelerator}; {cpu_line}" if accelerator else cpu_line
 
 
 def record(accelerator: str | None = None) -> dict[str, object]:
