@@ -18,6 +18,7 @@ Needs the preprocess stage's output (`dvc repro preprocess`).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -108,7 +109,11 @@ def main() -> None:
             runs.append(probe(params, seed, args.stop_after, inputs, device))
             print(f"{name}, seed {seed}: val_accuracy {runs[-1]['val_accuracy']}", flush=True)
         results["variants"][name] = {"overrides": overrides, "runs": runs}
-    provenance.save(RESULTS, {"runs": [*earlier, {**results, **provenance.record()}]})
+    run = {**results, **provenance.record()}
+    # The file holds every earlier probe too: only this run is worth showing.
+    provenance.save(RESULTS, {"runs": [*earlier, run]}, echo=False)
+    print(json.dumps(run, indent=2))
+    print(f"appended to {RESULTS.relative_to(ROOT)} ({len(earlier) + 1} runs)")
 
 
 def earlier_runs() -> list[dict]:
