@@ -128,10 +128,8 @@ def our_run(splits, test, scaling, params: config.TrainParams, seed: int, device
 def saved_accuracy(cnn: keras.Model, test: data.Split) -> float:
     """Test accuracy of the model as the train stage saves it, which evaluate scores: float32
     (ml.model.save), where the clock's epochs ran in the training's precision."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(cnn, path)
-        probs = model.load(path).predict(test.x, batch_size=1024, verbose=0)
+    with model.served_copy(cnn) as (served, _):
+        probs = served.predict(test.x, batch_size=1024, verbose=0)
     return float((probs.argmax(1) == test.y).mean())
 
 

@@ -139,7 +139,7 @@ def track(
     logs.log_files([*sorted(report.glob("*.png")), report / "metrics.json"], "eval")
     # What it costs to serve, beside what tune.py --register records: not in metrics.json, which
     # holds only what the same params, data and seed reproduce (latency is this machine's).
-    costs = footprint.measure(cnn, splits["mnist-test"].x[0]).as_dict()
+    costs = footprint.measure_saved(cnn, paths.MODEL_FILE, splits["mnist-test"].x[0]).as_dict()
     logs.log_metrics(costs)
     serving = (
         f"serving: {costs['latency_ms']:.3g} ms per image on this machine, "

@@ -53,6 +53,27 @@ def test_with_weight_averaging_the_model_ends_with_the_weights_validation_saw(ti
     assert averaged.final()["val_loss"] != plain.final()["val_loss"]
 
 
+def test_label_smoothing_trains_against_soft_targets_and_accuracy_still_counts_digits(
+    tiny_splits, device
+):
+    smoothing = 0.2
+    fitted = {
+        s: training.fit(
+            tiny_splits, tiny(epochs=4, label_smoothing=s), seed=0, scaling=UNIT, device=device
+        )
+        for s in (0.0, smoothing)
+    }
+    probabilities = fitted[smoothing].model.predict(tiny_splits.val.x, verbose=0)
+    right = np.mean(probabilities.argmax(axis=1) == tiny_splits.val.y)
+    assert fitted[smoothing].final()["val_accuracy"] == pytest.approx(right)
+    # Cross-entropy never falls below the targets' own entropy: soft targets have a floor that
+    # the hard labels' loss, once learnt, is under.
+    soft = np.array([1 - smoothing + smoothing / 10] + [smoothing / 10] * 9)
+    floor = -np.sum(soft * np.log(soft))
+    assert fitted[smoothing].final()["val_loss"] >= floor
+    assert fitted[0.0].final()["val_loss"] < floor
+
+
 @pytest.mark.parametrize("augment", [config.Augment(), config.Augment(shift=0.1, rotate_deg=10)])
 def test_fit_is_deterministic_on_cpu_for_a_fixed_seed(tiny_splits, device, augment):
     runs = [

@@ -5,7 +5,6 @@ tune.constraints); evaluate and tune.py --register record them on every register
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -58,11 +57,19 @@ def measure(
 ) -> Footprint:
     """Measured on the model as the pipeline saves and serves it (ml.model.save): float32,
     whatever precision trained it, so a trial's latency is the one its model will have."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(cnn, path)
-        return Footprint(
-            latency_ms=round(latency_ms(model.load(path), image, clock), 4),
-            params=cnn.count_params(),
-            size_kb=round(path.stat().st_size / 1024, 1),
-        )
+    with model.served_copy(cnn) as (served, path):
+        return measure_saved(served, path, image, clock)
+
+
+def measure_saved(
+    served: keras.Model,
+    path: Path,
+    image: np.ndarray,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Footprint:
+    """Measured on a model loaded from the archive at `path` (evaluate's models/model.keras)."""
+    return Footprint(
+        latency_ms=round(latency_ms(served, image, clock), 4),
+        params=served.count_params(),
+        size_kb=round(path.stat().st_size / 1024, 1),
+    )

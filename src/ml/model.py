@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,16 @@ def float32_policies(config: Any) -> Any:
     if config.get("class_name") == "DTypePolicy" and mixed:
         converted["config"] = {**policy, "name": "float32"}
     return converted
+
+
+@contextmanager
+def served_copy(cnn: keras.Model) -> Iterator[tuple[keras.Model, Path]]:
+    """The model as the pipeline serves it, saved to a scratch archive and loaded back (float32
+    whatever precision trained it), with that archive's path while the block runs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.keras"
+        save(cnn, path)
+        yield load(path), path
 
 
 def load(path: Path) -> keras.Model:

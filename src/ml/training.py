@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 from common import files, paths
@@ -114,6 +115,19 @@ def ema_swap(params: config.TrainParams) -> list[keras.callbacks.Callback]:
     return [SwapEMAWeights(swap_on_epoch=True)]
 
 
+def loss(smoothing: float) -> keras.losses.Loss:
+    """Cross-entropy against the integer labels; with label smoothing against one-hot targets,
+    since Keras' sparse cross-entropy cannot smooth."""
+    if smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy()
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
+def targets(labels: np.ndarray, smoothing: float) -> np.ndarray:
+    """What `loss(smoothing)` compares the predictions with ("accuracy" follows their shape)."""
+    return labels if smoothing == 0 else keras.utils.to_categorical(labels, data.NUM_CLASSES)
+
+
 def fit(
     splits: data.Splits,
     params: config.TrainParams,
@@ -136,7 +150,7 @@ def fit(
         )
         cnn.compile(
             optimizer=optimizer(params, steps),
-            loss="sparse_categorical_crossentropy",
+            loss=loss(params.label_smoothing),
             metrics=["accuracy"],
             jit_compile=device.jit_compile,
             steps_per_execution=device.steps_per_execution,
@@ -146,10 +160,10 @@ def fit(
     # reshuffling each epoch from the seed set above.
     cnn.fit(
         splits.train.x,
-        splits.train.y,
+        targets(splits.train.y, params.label_smoothing),
         batch_size=params.batch_size,
         epochs=params.epochs,
-        validation_data=(splits.val.x, splits.val.y),
+        validation_data=(splits.val.x, targets(splits.val.y, params.label_smoothing)),
         validation_batch_size=VAL_BATCH,
         callbacks=[*ema_swap(params), log, *callbacks],
         verbose=verbose,
