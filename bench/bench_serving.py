@@ -11,7 +11,8 @@ and times 200 sequential one-image requests to each (p50/p95/p99), the image sen
 nested lists, and once more to src/serve.py as one row of 784 pixels (MLflow's server copies the
 nested lists before parsing them: bench/README.md); beside them, one-image `predict_on_batch`
 calls in this process. The batch figures also as GFLOP/s against this machine's measured
-ceiling and paper peak (ceiling.py). Writes bench/results/serving.json.
+ceiling and paper peak (ceiling.py), and where a batch's time goes, layer by layer
+(`layer_breakdown`). Writes bench/results/serving.json.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import keras
 import numpy as np
 import requests
 
@@ -80,6 +82,33 @@ def inference_compute(batch: dict[str, dict]) -> dict:
             way: ceiling.report(rate["images_per_s"], flops, peak) for way, rate in batch.items()
         },
     }
+
+
+def layer_breakdown(images: np.ndarray, ceiling_gflops: float, passes: int = 3) -> dict:
+    """Where a batch's time goes: each layer of models/model.keras run alone, as a one-layer
+    model through `predict_on_batch` (the batch floor's call), on the activations the layer
+    before it made from one chunk of 2048 images; its best pass, its share of the layers' sum,
+    and for convolutions and dense layers GFLOP/s against the ceiling. Beside it the whole
+    model on the same chunk: fusing across layers is what the sum cannot show."""
+    cnn = model.load(paths.MODEL_FILE)
+    chunk = images[:2048]
+    whole = min(timed_passes(passes, lambda: cnn.predict_on_batch(chunk)))
+    flops = [ceiling.layer_flops(layer) for layer in cnn.layers]  # before the layers are reused
+    rows, x = [], chunk
+    for layer, layer_flops in zip(cnn.layers, flops, strict=True):
+        alone = keras.Sequential([keras.Input(x.shape[1:]), layer])
+        seconds = min(timed_passes(passes, lambda alone=alone, x=x: alone.predict_on_batch(x)))
+        row = {"layer": layer.name, "ms": round(seconds * 1000, 2)}
+        if layer_flops:
+            gflops = layer_flops * len(chunk) / seconds / 1e9
+            row["gflops"] = round(gflops, 1)
+            row["of_measured_ceiling"] = round(gflops / ceiling_gflops, 3)
+        rows.append(row)
+        x = np.asarray(alone.predict_on_batch(x))
+    total = sum(row["ms"] for row in rows)
+    for row in rows:
+        row["share"] = round(row["ms"] / total, 3)
+    return {"images": len(chunk), "whole_model_ms": round(whole * 1000, 2), "layers": rows}
 
 
 def timed_passes(passes: int, work) -> list[float]:
@@ -163,11 +192,13 @@ def main() -> None:
     test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     rows = test.x.reshape(len(test), -1)
     batch = batch_throughput(uri, test.x)
+    compute = inference_compute(batch)
     results = {
         "command": "python bench/bench_serving.py",
         "model": measured_model(uri),
         "batch_images_per_s": batch,
-        "compute": inference_compute(batch),
+        "compute": compute,
+        "batch_layers": layer_breakdown(test.x, compute["measured_ceiling_gflops"]),
         "served_single_image": {
             name: served_latency(command, test.x) for name, command in servers(uri).items()
         }

@@ -27,15 +27,19 @@ MATMUL_SIZE = 2048  # big enough that the multiply, not the call, is what is tim
 def forward_flops(cnn: keras.Model) -> int:
     """Multiply-adds x 2 of one image through the convolutions and dense layers: the work that
     matters here (activations, pooling and normalisation add well under 1%)."""
-    total = 0
-    for layer in cnn.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels_out = layer.output.shape
-            kernel = math.prod(layer.kernel.shape[:-1])  # kh x kw x channels in
-            total += 2 * height * width * channels_out * kernel
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * math.prod(layer.kernel.shape)
-    return total
+    return sum(layer_flops(layer) for layer in cnn.layers)
+
+
+def layer_flops(layer: keras.layers.Layer) -> int:
+    """One image's multiply-adds x 2 through a convolution or dense layer, 0 through any other
+    (read from the layer as its model built it)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        _, height, width, channels_out = layer.output.shape
+        kernel = math.prod(layer.kernel.shape[:-1])  # kh x kw x channels in
+        return 2 * height * width * channels_out * kernel
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * math.prod(layer.kernel.shape)
+    return 0
 
 
 def training_flops(cnn: keras.Model) -> int:
