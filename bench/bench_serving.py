@@ -42,6 +42,7 @@ from team import local_servers
 from tracking import models, registry, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
+NOISE_S = 0.015  # a cut's best time moved by up to 10 ms between runs (layer_breakdown)
 
 
 def batch_throughput(uri: str, images: np.ndarray) -> dict[str, dict[str, object]]:
@@ -84,31 +85,35 @@ def inference_compute(batch: dict[str, dict]) -> dict:
     }
 
 
-def layer_breakdown(images: np.ndarray, ceiling_gflops: float, passes: int = 3) -> dict:
-    """Where a batch's time goes: each layer of models/model.keras run alone, as a one-layer
-    model through `predict_on_batch` (the batch floor's call), on the activations the layer
-    before it made from one chunk of 2048 images; its best pass, its share of the layers' sum,
-    and for convolutions and dense layers GFLOP/s against the ceiling. Beside it the whole
-    model on the same chunk: fusing across layers is what the sum cannot show."""
+def layer_breakdown(images: np.ndarray, ceiling_gflops: float, passes: int = 5) -> dict:
+    """Where a batch's time goes: models/model.keras cut after each layer, timed on one chunk of
+    2048 images through `predict_on_batch` (the batch floor's call), best of `passes`. A cut
+    that ends in a feature map ends in a global max pool too, so that handing a large map back to
+    numpy is not what is timed. A layer's time is its cut's minus the cut before it's: the graph
+    stays the model's own, with its fusions. Convolutions and dense layers also as GFLOP/s against
+    the ceiling, where their time is above the cuts' noise."""
     cnn = model.load(paths.MODEL_FILE)
     chunk = images[:2048]
-    whole = min(timed_passes(passes, lambda: cnn.predict_on_batch(chunk)))
-    flops = [ceiling.layer_flops(layer) for layer in cnn.layers]  # before the layers are reused
-    rows, x = [], chunk
-    for layer, layer_flops in zip(cnn.layers, flops, strict=True):
-        alone = keras.Sequential([keras.Input(x.shape[1:]), layer])
-        seconds = min(timed_passes(passes, lambda alone=alone, x=x: alone.predict_on_batch(x)))
-        row = {"layer": layer.name, "ms": round(seconds * 1000, 2)}
-        if layer_flops:
-            gflops = layer_flops * len(chunk) / seconds / 1e9
+    rows, before = [], 0.0
+    for layer in cnn.layers:
+        end = layer.output
+        if len(end.shape) == 4:
+            end = keras.layers.GlobalMaxPooling2D()(end)
+        cut = keras.Model(cnn.inputs, end)
+        seconds = min(timed_passes(passes, lambda cut=cut: cut.predict_on_batch(chunk)))
+        row = {"layer": layer.name, "cut_ms": round(seconds * 1000, 2)}
+        row["ms"] = round((seconds - before) * 1000, 2)
+        flops = ceiling.layer_flops(layer)
+        # Under NOISE_S a layer's time is the difference of two cuts' noise, not a rate.
+        if flops and seconds - before > NOISE_S:
+            gflops = flops * len(chunk) / (seconds - before) / 1e9
             row["gflops"] = round(gflops, 1)
             row["of_measured_ceiling"] = round(gflops / ceiling_gflops, 3)
         rows.append(row)
-        x = np.asarray(alone.predict_on_batch(x))
-    total = sum(row["ms"] for row in rows)
+        before = seconds
     for row in rows:
-        row["share"] = round(row["ms"] / total, 3)
-    return {"images": len(chunk), "whole_model_ms": round(whole * 1000, 2), "layers": rows}
+        row["share"] = round(row["ms"] / rows[-1]["cut_ms"], 3)
+    return {"images": len(chunk), "whole_model_ms": rows[-1]["cut_ms"], "layers": rows}
 
 
 def timed_passes(passes: int, work) -> list[float]:
