@@ -11,8 +11,8 @@ and times 200 sequential one-image requests to each (p50/p95/p99), the image sen
 nested lists, and once more to src/serve.py as one row of 784 pixels (MLflow's server copies the
 nested lists before parsing them: bench/README.md); beside them, one-image `predict_on_batch`
 calls in this process. The batch figures also as GFLOP/s against this machine's measured
-ceiling and paper peak (ceiling.py), and where a batch's time goes, layer by layer
-(`layer_breakdown`). Writes bench/results/serving.json.
+ceiling and paper peak (ceiling.py); the batch floor at other chunk sizes (`chunk_sizes`); and
+where a batch's time goes, layer by layer (`layer_breakdown`). Writes bench/results/serving.json.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from common import paths
 from common.errors import PipelineError
 from ml import config, data, model
 from team import local_servers
-from tracking import models, registry, store
+from tracking import models, registry, served_model, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 NOISE_S = 0.015  # a cut's best time moved by up to 10 ms between runs (layer_breakdown)
@@ -52,9 +52,7 @@ def batch_throughput(uri: str, images: np.ndarray) -> dict[str, dict[str, object
     cnn = model.load(paths.MODEL_FILE)
     ways = {
         "logged_model_pyfunc": lambda: logged.predict(images),
-        "keras_predict_on_batch": lambda: [
-            cnn.predict_on_batch(images[i : i + 2048]) for i in range(0, len(images), 2048)
-        ],
+        "keras_predict_on_batch": lambda: chunked(cnn, images, served_model.CHUNK),
         "keras_predict_baseline": lambda: cnn.predict(images, batch_size=32, verbose=0),
     }
     rates = {}
@@ -62,6 +60,24 @@ def batch_throughput(uri: str, images: np.ndarray) -> dict[str, dict[str, object
         passes = [round(len(images) / seconds) for seconds in timed_passes(3, work)]
         rates[name] = {"images_per_s": max(passes), "passes": passes}
     return rates
+
+
+def chunked(cnn: keras.Model, images: np.ndarray, chunk: int) -> list:
+    return [cnn.predict_on_batch(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+
+
+def chunk_sizes(
+    images: np.ndarray, sizes: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
+) -> dict:
+    """`predict_on_batch` on the .keras model in chunks of each size, best of 3 passes: what
+    tracking.served_model.CHUNK chooses between. Small chunks pay the call per chunk; large ones
+    stream the first layers' feature maps through memory instead of the caches."""
+    cnn = model.load(paths.MODEL_FILE)
+    rates = {}
+    for size in sizes:
+        best = min(timed_passes(3, lambda size=size: chunked(cnn, images, size)))
+        rates[str(size)] = round(len(images) / best)
+    return {"images_per_s": rates, "served_model_chunk": served_model.CHUNK}
 
 
 def measured_model(uri: str) -> dict[str, str | None]:
@@ -86,14 +102,14 @@ def inference_compute(batch: dict[str, dict]) -> dict:
 
 
 def layer_breakdown(images: np.ndarray, ceiling_gflops: float, passes: int = 5) -> dict:
-    """Where a batch's time goes: models/model.keras cut after each layer, timed on one chunk of
-    2048 images through `predict_on_batch` (the batch floor's call), best of `passes`. A cut
-    that ends in a feature map ends in a global max pool too, so that handing a large map back to
-    numpy is not what is timed. A layer's time is its cut's minus the cut before it's: the graph
-    stays the model's own, with its fusions. Convolutions and dense layers also as GFLOP/s against
-    the ceiling, where their time is above the cuts' noise."""
+    """Where a batch's time goes: models/model.keras cut after each layer, timed on one chunk
+    (served_model.CHUNK images) through `predict_on_batch` (the batch floor's call), best of
+    `passes`. A cut that ends in a feature map ends in a global max pool too, so that handing a
+    large map back to numpy is not what is timed. A layer's time is its cut's minus the cut
+    before it's: the graph stays the model's own, with its fusions. Convolutions and dense layers
+    also as GFLOP/s against the ceiling, where their time is above the cuts' noise."""
     cnn = model.load(paths.MODEL_FILE)
-    chunk = images[:2048]
+    chunk = images[: served_model.CHUNK]
     rows, before = [], 0.0
     for layer in cnn.layers:
         end = layer.output
@@ -203,6 +219,7 @@ def main() -> None:
         "model": measured_model(uri),
         "batch_images_per_s": batch,
         "compute": compute,
+        "batch_chunks": chunk_sizes(test.x),
         "batch_layers": layer_breakdown(test.x, compute["measured_ceiling_gflops"]),
         "served_single_image": {
             name: served_latency(command, test.x) for name, command in servers(uri).items()
