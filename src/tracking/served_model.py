@@ -30,7 +30,8 @@ SHAPES = ((SIDE, SIDE, 1), (SIDE, SIDE), (SIDE * SIDE,))
 # Bounds one request's work and memory (a 10,000-image JSON body is ~25 MB); split larger batches.
 MAX_IMAGES = 10_000
 # Images per compiled call: large enough to keep both cores busy, small enough that the first
-# conv layer's activations (32 x 24 x 24 floats per image) stay near 150 MB.
+# conv layer's activations (64 x 24 x 24 floats per image) stay near 300 MB. Smaller chunks ran
+# 1.3-1.6x faster on an AVX2 CPU and slower on an AVX-512 one (bench/README.md, Serving).
 CHUNK = 2048
 
 
