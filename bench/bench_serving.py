@@ -42,7 +42,7 @@ from team import local_servers
 from tracking import models, registry, served_model, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
-NOISE_S = 0.015  # a cut's best time moved by up to 10 ms between runs (layer_breakdown)
+NOISE_S = 0.04  # a cut's best time moved by up to 40 ms between runs on 2 cores (layer_breakdown)
 
 
 def batch_throughput(uri: str, images: np.ndarray) -> dict[str, dict[str, object]]:
@@ -71,7 +71,7 @@ def chunk_sizes(
 ) -> dict:
     """`predict_on_batch` on the .keras model in chunks of each size, best of 3 passes: what
     tracking.served_model.CHUNK chooses between. Small chunks pay the call per chunk; large ones
-    stream the first layers' feature maps through memory instead of the caches."""
+    hold the first layers' feature maps in memory rather than in the caches (300 MB for 2048)."""
     cnn = model.load(paths.MODEL_FILE)
     rates = {}
     for size in sizes:
