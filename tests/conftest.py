@@ -20,6 +20,7 @@ import psutil
 import pytest
 import yaml
 
+from common import bootstrap
 from ml import data
 from mnist_fakes import synthetic_splits, write_raw
 from team.local_servers import free_port
@@ -34,6 +35,9 @@ SHARED_MNIST = Path(_MIRROR).resolve() if _MIRROR and Path(_MIRROR).is_dir() els
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# What the entry scripts give the libraries before they load (oneDNN kernels among them), so a
+# test that trains in this process computes as `dvc repro` does.
+bootstrap.library_environment()
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,7 @@ def test_a_pipeline_run_records_params_lineage_and_each_epoch(tiny_splits, devic
     }
     assert {"params_hash", "arch", "device"} <= set(run.data.tags)
     assert run.data.tags["keras_backend"] == "tensorflow"
-    assert run.data.tags["device"] == "tensorflow on CPU, float32"
+    assert run.data.tags["device"] == "tensorflow on CPU (oneDNN), float32"
     dirty = "-dirty" if run.data.tags["git_dirty"] == "true" else ""
     assert run.info.run_name == f"repro-{run.data.tags['git_commit'][:7]}{dirty}"
     client = mlflow.MlflowClient()

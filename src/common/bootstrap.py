@@ -54,6 +54,11 @@ REDELIVER_AFTER_S = 0.05
 # What the libraries read from the environment when they load: set unless the user set them.
 LIBRARY_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up notes (stderr_filter: the rest)
+    # TensorFlow's oneDNN kernels, which it turns on by itself only on CPUs with AVX-512 VNNI or
+    # newer: on an AVX2-only EPYC its own kernels take 5x as long for the first max pool's
+    # gradient and train this CNN 1.4x slower (bench/README.md, "oneDNN on every CPU"). Runs stay
+    # deterministic (tests/test_train.py), with slightly different rounding than without.
+    "TF_ENABLE_ONEDNN_OPTS": "1",
     # JAX's counterpart of TF's memory growth: take GPU memory as needed, not 75% up front.
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
     # MLflow's chatter with nothing to act on: INFO lines while a model is logged ("Detected uv
@@ -94,12 +99,17 @@ def start(module: str, backend_from_params: bool = False) -> None:
 
 
 def quiet_libraries() -> None:
-    for name, value in LIBRARY_ENV.items():
-        os.environ.setdefault(name, value)
+    library_environment()
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+def library_environment() -> None:
+    """What the libraries read when they load (LIBRARY_ENV), where the user has not set it."""
+    for name, value in LIBRARY_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:

@@ -41,6 +41,7 @@ class Device:
     precision: str  # the Keras dtype policy in force
     scope: Callable[[], ContextManager]  # build and compile the model inside it
     steps_per_execution: int = 1
+    kernels: str = ""  # TensorFlow's on CPU: "oneDNN" or "Eigen" (they round differently)
 
     @property
     def jit_compile(self) -> bool | str:
@@ -52,7 +53,8 @@ class Device:
 
     def describe(self) -> str:
         where = f"{self.count}x GPU" if self.kind == "GPU" else "CPU"
-        return f"{self.backend} on {where}, {self.precision}"
+        kernels = f" ({self.kernels})" if self.kernels else ""
+        return f"{self.backend} on {where}{kernels}, {self.precision}"
 
 
 def configure(precision: str = "auto") -> Device:
@@ -62,7 +64,9 @@ def configure(precision: str = "auto") -> Device:
     policy = use_precision(precision, on_gpu=gpus > 0)
     if gpus == 0:
         _deterministic(backend)
-        return Device(backend, "CPU", 1, policy, contextlib.nullcontext)
+        return Device(
+            backend, "CPU", 1, policy, contextlib.nullcontext, kernels=_cpu_kernels(backend)
+        )
     scope = _data_parallel(backend) if gpus > 1 else contextlib.nullcontext
     # Keras' torch trainer runs one step per call (it refuses more).
     steps = 1 if backend == "torch" else GPU_STEPS_PER_EXECUTION
@@ -106,6 +110,16 @@ def _gpu_count(backend: str) -> int:
         # Keras' distribution API has no torch implementation: it trains on one GPU.
         return min(torch.cuda.device_count(), 1)
     raise PipelineError(f"KERAS_BACKEND={backend} is not supported: set tensorflow, jax or torch")
+
+
+def _cpu_kernels(backend: str) -> str:
+    """Which kernels TensorFlow runs on CPU: oneDNN's (the bootstrap asks for them) or its own.
+    TensorFlow has no public call for it; the one its own tests use is below."""
+    if backend != "tensorflow":
+        return ""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
 
 
 def _deterministic(backend: str) -> None:
