@@ -27,11 +27,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from common import bootstrap
+
+# First: the libraries below load with what the stages give them (oneDNN's kernels, quiet
+# logs), and so do the servers started from here, which inherit the environment.
+bootstrap.start(__name__)
+
 import keras
 import numpy as np
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import ceiling
 import provenance
@@ -232,4 +238,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)
