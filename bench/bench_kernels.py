@@ -4,9 +4,11 @@
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads, so each arm runs in a child process
 (this script with --arm), the arms taking turns. A child times the ops of the default model's
-first block alone (batch 128), then trains params.yaml's recipe for --epochs epochs on seed 0 and
-reports each epoch's seconds and the validation accuracy at the end. Writes every repeat, with
-commit and machine, to bench/results/kernels.json. Needs `dvc repro preprocess`.
+first block alone (batch 128), then trains params.yaml's recipe for --epochs epochs on seed 0,
+reports each epoch's seconds and the validation accuracy at the end, and runs the 10,000 test
+images through the saved model as it is served (chunks of served_model.CHUNK, best of 3 passes).
+Writes every repeat, with commit and machine, to bench/results/kernels.json. Needs `dvc repro
+preprocess`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main() -> None:
         "measured": f"params.yaml's recipe, {args.epochs} epoch(s) on seed 0, and its first "
         f"block's ops at batch {BATCH}, under each of TensorFlow's CPU kernels",
         "epoch_seconds_ratio_eigen_over_onednn": ratio(runs, "epoch_seconds"),
+        "served_rate_ratio_onednn_over_eigen": round(1 / ratio(runs, "served_images_per_s"), 2),
         "runs": runs,
         **provenance.record(),
     }
@@ -75,7 +78,8 @@ def spawn(arm: str, epochs: int) -> dict:
 def child(arm: str, epochs: int) -> dict:
     import keras
 
-    from ml import config, runtime, training
+    from common import paths
+    from ml import config, data, model, runtime, training
 
     device = runtime.configure()
     if device.kernels != arm:
@@ -85,11 +89,29 @@ def child(arm: str, epochs: int) -> dict:
     splits, scaling = training.load_inputs()
     keras.backend.clear_session()
     fitted = training.fit(splits, params.train, 0, scaling, device, verbose=0)
+    test = data.load_split(paths.PROCESSED_DIR / "test.npz")
+    with model.served_copy(fitted.model) as (served, _):
+        served_rate = images_per_second(served, test.x)
     return {
         "ops_ms": ops,
         "epoch_seconds": [round(float(s), 1) for s in fitted.history["seconds"]],
         "val_accuracy": round(float(fitted.history["val_accuracy"].iloc[-1]), 4),
+        "served_images_per_s": served_rate,
     }
+
+
+def images_per_second(served: Any, images: Any, passes: int = 3) -> int:
+    """The best of `passes` runs over `images`, in the chunks the served model uses."""
+    from tracking.served_model import CHUNK
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for first in range(0, len(images), CHUNK):
+            served.predict_on_batch(images[first : first + CHUNK])
+        return time.perf_counter() - start
+
+    one_pass()  # traced and warm
+    return round(len(images) / min(one_pass() for _ in range(passes)))
 
 
 def op_milliseconds() -> dict[str, float]:
@@ -141,13 +163,21 @@ def time_op(op: Callable) -> float:
 
 def summary(run: dict) -> str:
     ops = ", ".join(f"{name} {ms} ms" for name, ms in run["ops_ms"].items())
-    return f"epochs {run['epoch_seconds']} s, val_accuracy {run['val_accuracy']}; {ops}"
+    return (
+        f"epochs {run['epoch_seconds']} s, val_accuracy {run['val_accuracy']}, "
+        f"{run['served_images_per_s']} images/s served; {ops}"
+    )
 
 
 def ratio(runs: dict[str, list[dict]], key: str) -> float:
-    """Eigen's median over oneDNN's, of the per-run totals."""
+    """Eigen's median over oneDNN's, of the per-run totals (a list's sum)."""
+
+    def total(value: float | list[float]) -> float:
+        return sum(value) if isinstance(value, list) else value
+
     totals = {
-        arm: statistics.median(sum(run[key]) for run in arm_runs) for arm, arm_runs in runs.items()
+        arm: statistics.median(total(run[key]) for run in arm_runs)
+        for arm, arm_runs in runs.items()
     }
     return round(totals["Eigen"] / totals["oneDNN"], 2)
 
