@@ -55,9 +55,10 @@ REDELIVER_AFTER_S = 0.05
 LIBRARY_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up notes (stderr_filter: the rest)
     # TensorFlow's oneDNN kernels, which it turns on by itself only on CPUs with AVX-512 VNNI or
-    # newer: on an AVX2-only EPYC its own kernels take 5x as long for the first max pool's
-    # gradient and train this CNN 1.4x slower (bench/README.md, "oneDNN on every CPU"). Runs stay
-    # deterministic (tests/test_train.py), with slightly different rounding than without.
+    # newer: on an AVX2-only EPYC its own kernels take 4-6x as long for the first max pool and
+    # its gradient, train this CNN 1.4-1.7x and serve it 2.4x slower (bench/README.md,
+    # "TensorFlow's oneDNN kernels on every CPU"). Runs stay deterministic (tests/test_train.py),
+    # rounded slightly differently than without.
     "TF_ENABLE_ONEDNN_OPTS": "1",
     # JAX's counterpart of TF's memory growth: take GPU memory as needed, not 75% up front.
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
