@@ -55,8 +55,9 @@ def main() -> None:
             runs[arm].append(spawn(arm, args.epochs))
             print(f"repeat {repeat + 1}, {arm}: {summary(runs[arm][-1])}", flush=True)
     results = {
-        "measured": f"params.yaml's recipe, {args.epochs} epoch(s) on seed 0, and its first "
-        f"block's ops at batch {BATCH}, under each of TensorFlow's CPU kernels",
+        "measured": f"params.yaml's recipe, {args.epochs} epoch(s) on seed 0, the test images "
+        f"through its saved model, and its first block's ops at batch {BATCH}, under each of "
+        "TensorFlow's CPU kernels",
         "epoch_seconds_ratio_eigen_over_onednn": ratio(runs, "epoch_seconds"),
         "served_rate_ratio_onednn_over_eigen": round(1 / ratio(runs, "served_images_per_s"), 2),
         "runs": runs,
