@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ ZEN4 = "model name\t: AMD EPYC 9R14\ncpu family\t: 25\nmodel\t\t: 17\ncpu MHz\t\
 AVX512_BF16 = "flags\t\t: fpu sse2 avx fma avx2 avx512f avx512_bf16 avx512_vnni\n"
 AVX2_ONLY = "flags\t\t: fpu sse2 avx fma avx2\n"
 SECOND_CORE = "\nprocessor\t: 1\nflags\t\t: avx512_bf16\n"
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -60,3 +64,26 @@ def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(
 def test_an_explicit_precision_is_used_as_given(monkeypatch):
     monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: True)
     assert runtime.resolve_precision("float32", on_gpu=False, backend="tensorflow") == "float32"
+
+
+@pytest.mark.parametrize(("given", "kernels"), [(None, "oneDNN"), ("0", "Eigen")])
+def test_tensorflow_trains_on_onednn_unless_the_user_says_otherwise(given, kernels):
+    """The bootstrap asks for oneDNN's kernels only where TF_ENABLE_ONEDNN_OPTS is unset (without
+    it, TensorFlow picks Eigen's on CPUs without AVX-512 VNNI); the device line names the ones
+    that run, in a fresh process, as an entry script starts."""
+    env = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
+    env |= {"PYTHONPATH": str(SRC), "KERAS_BACKEND": "tensorflow"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    starts = "from common import bootstrap; bootstrap.start('__main__')"
+    prints = "from ml import runtime; print(runtime.configure().describe())"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{starts}; {prints}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"tensorflow on CPU ({kernels}), float32"
