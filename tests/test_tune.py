@@ -126,17 +126,11 @@ def test_no_pruner_stops_a_trial_after_the_last_prune_epoch():
 
 
 def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_ones():
-    """The bar is the complete trials at the same epoch; pruned ones never lower it."""
+    """The bar is the complete trials at the same epoch, from the first prune epoch on and once
+    enough have completed; pruned ones never lower it."""
+    assert (pruning.FIRST_PRUNE_EPOCH, pruning.STARTUP_TRIALS) == (3, 3)  # the curves below
     study = optuna.create_study(direction="maximize", pruner=pruning.pruner("quartile"))
-    for curve in ([0.90, 0.95], [0.92, 0.96], [0.94, 0.97], [0.96, 0.98]):
-        trial = study.ask()
-        for step, value in enumerate(curve, start=1):
-            trial.report(value, step)
-        study.tell(trial, curve[-1])
-    for _ in range(4):  # counted, these would lower the epoch-1 bar to 0.925
-        trial = study.ask()
-        trial.report(0.10, 1)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    low = [0.10, 0.10, 0.10, 0.10]
 
     def pruned_at(curve: list[float]) -> int | None:
         trial = study.ask()
@@ -148,10 +142,22 @@ def test_the_quartile_pruner_keeps_only_trials_in_the_top_quarter_of_complete_on
         study.tell(trial, curve[-1])
         return None
 
-    # Top quarter of the four complete trials: above 0.945 at epoch 1, 0.9725 at epoch 2.
-    assert pruned_at([0.93, 0.99]) == 1  # at the median, below the top quarter
-    assert pruned_at([0.95, 0.97]) == 2
-    assert pruned_at([0.95, 0.975]) is None
+    # Two complete trials are too few to judge by, even far below them.
+    for curve in ([0.90, 0.93, 0.95, 0.96], [0.92, 0.94, 0.96, 0.97]):
+        assert pruned_at(curve) is None
+    assert pruned_at(low) is None
+    for curve in ([0.94, 0.95, 0.97, 0.98], [0.96, 0.96, 0.98, 0.99]):
+        assert pruned_at(curve) is None
+    for _ in range(4):  # counted, these would lower the epoch-3 bar
+        trial = study.ask()
+        trial.report(0.10, 3)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+    # Five complete trials; their top quarter: above 0.97 at epoch 3, 0.98 at epoch 4.
+    assert pruned_at([0.10, 0.10, 0.96, 0.99]) == 3  # epochs 1 and 2 are never judged
+    assert pruned_at([0.10, 0.10, 0.975, 0.975]) == 4
+    assert pruned_at([0.10, 0.10, 0.975, 0.985]) is None
+    assert pruned_at([0.10, 0.10, 0.99, 0.975]) is None  # its best so far counts, not its last
 
 
 def test_trials_report_each_epoch_at_the_epochs_trained():

@@ -1,4 +1,4 @@
-"""Pruning: which trials to stop early, and only in their first epochs (see LAST_PRUNE_EPOCH)."""
+"""Pruning: which trials to stop early, and only in their first epochs (FIRST_PRUNE_EPOCH on)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ import optuna
 # one at 96%, but at epoch 9 at 15% and 80%, and rungs that late stop the long trials that end
 # best (bench/README.md, Pruning).
 LAST_PRUNE_EPOCH = 4
+# The percentile pruners judge from this epoch on, once STARTUP_TRIALS trials have completed. At
+# 3944e8d, judging from epoch 1 against the one complete trial, a new study's first (the default,
+# built to be good early), pruned 98 of 100 trials, 80 of them after epoch 1: a trial had to
+# match the default's first epochs, whatever it would reach by its last (bench/README.md, The
+# tuned model).
+FIRST_PRUNE_EPOCH = 3
+STARTUP_TRIALS = 3
 
 
 class EarlyOnly(optuna.pruners.BasePruner):
@@ -24,19 +31,19 @@ class EarlyOnly(optuna.pruners.BasePruner):
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
     """Steps are epochs trained (see EpochReport), and nothing is pruned after LAST_PRUNE_EPOCH.
-    Decile: at each epoch, stop a trial whose best so far is below the top tenth of the complete
-    trials at that epoch (after one complete trial). The bar is set by the winners so far, so it
-    rises as TPE closes in on good regions. Quartile: the same with the top quarter. Median: the
-    same with the median, after 3 complete trials. Successive halving: after 1 and 4 epochs
+    Decile: at each epoch from FIRST_PRUNE_EPOCH, stop a trial whose best so far is below the top
+    tenth of the complete trials at that epoch (after STARTUP_TRIALS complete ones). The bar is set
+    by the winners so far, so it rises as TPE closes in on good regions. Quartile: the same with
+    the top quarter. Median: the same with the median. Successive halving: after 1 and 4 epochs
     only the best quarter of all trials that got there go on; that history includes TPE's
     random start-up trials, so once TPE samples well nearly every trial is promoted. Hyperband:
     halving's rungs, hedged over brackets that prune later (wrapped, it no longer shows TPE its
     brackets: Optuna looks for a HyperbandPruner on the study). bench/bench_tune.py measures
     them against no pruning."""
     inner = {
-        "decile": lambda: optuna.pruners.PercentilePruner(10.0, n_startup_trials=1),
-        "quartile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=1),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
+        "decile": lambda: percentile(10.0),
+        "quartile": lambda: percentile(25.0),
+        "median": lambda: percentile(50.0),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=1, reduction_factor=4
         ),
@@ -46,3 +53,10 @@ def pruner(name: str) -> optuna.pruners.BasePruner:
         "none": optuna.pruners.NopPruner,
     }[name]()
     return EarlyOnly(inner, LAST_PRUNE_EPOCH)
+
+
+def percentile(top: float) -> optuna.pruners.PercentilePruner:
+    """Keep the trials in the `top` percent of the complete ones at the same epoch."""
+    return optuna.pruners.PercentilePruner(
+        top, n_startup_trials=STARTUP_TRIALS, n_warmup_steps=FIRST_PRUNE_EPOCH
+    )
