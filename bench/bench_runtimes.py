@@ -185,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)  # a missing model is one line naming the fix, not a traceback
