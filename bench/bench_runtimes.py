@@ -50,15 +50,6 @@ BASELINE = "keras_predict_on_batch"  # what served_model.py calls
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def without_augmentation(cnn: keras.Model) -> keras.Model:
-    """The same layers and weights minus the training-time distortions (ml.model.augmentation):
-    they do nothing at inference, yet their ops stay in the exported graph, and OpenVINO has no
-    conversion for ImageProjectiveTransformV3 or the stateless random ops."""
-    distortions = (keras.layers.RandomTranslation, keras.layers.RandomRotation)
-    kept = [layer for layer in cnn.layers if not isinstance(layer, distortions)]
-    return keras.Sequential([keras.Input(model.INPUT_SHAPE, dtype="uint8"), *kept], name=cnn.name)
-
-
 def openvino_runtimes(cnn: keras.Model, calibration: np.ndarray) -> dict[str, Predict]:
     import nncf
     import openvino as ov
@@ -157,7 +148,7 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be 1 or more")
     runtime.configure()
-    cnn = without_augmentation(model.load(paths.MODEL_FILE))
+    cnn = model.without_augmentation(model.load(paths.MODEL_FILE))
     test = data.load_split(paths.PROCESSED_DIR / "test.npz")
     val = data.load_split(paths.PROCESSED_DIR / "val.npz")
     runtimes = {BASELINE: lambda images: np.asarray(cnn.predict_on_batch(images))}

@@ -69,6 +69,18 @@ def test_an_augmented_model_predicts_like_the_plain_one_and_survives_saving(tmp_
     np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), expected)
 
 
+def test_without_augmentation_drops_the_distortions_and_keeps_the_weights():
+    spec = config.load().train.model
+    augmented = model.build_cnn(spec, augment=config.Augment(shift=0.1, rotate_deg=10))
+    plain = model.without_augmentation(augmented)
+    assert not any(isinstance(layer, model.DISTORTIONS) for layer in plain.layers)
+    assert len(plain.layers) == len(augmented.layers) - 2
+    pixels = np.random.default_rng(2).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        plain.predict(pixels, verbose=0), augmented.predict(pixels, verbose=0)
+    )
+
+
 def test_a_model_trained_in_mixed_precision_is_saved_to_compute_in_float32(tmp_path):
     """bfloat16 is how a model trains fast where the CPU has it, not how it serves elsewhere."""
     spec = config.load().train.model

@@ -81,6 +81,8 @@ class TrainParams(Strict):
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: no weight averaging
     # Soft targets: 1 - s + s/10 on the true digit, s/10 on each other one (0: the labels as is).
     label_smoothing: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
+    # Decoupled: each step shrinks the weights by learning rate x this (None: the optimizer's own).
+    weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=8192)]
     epochs: Annotated[int, Field(ge=1, le=500)]
     precision: Precision = "auto"  # auto: per device and CPU (runtime.resolve_precision)

@@ -100,6 +100,17 @@ def augmentation(augment: Augment) -> list[layers.Layer]:
     return stack
 
 
+DISTORTIONS = (layers.RandomTranslation, layers.RandomRotation)  # what augmentation() adds
+
+
+def without_augmentation(cnn: keras.Model) -> keras.Model:
+    """The same layers and weights minus the training-time distortions. They do nothing at
+    inference, yet their ops stay in an exported graph, and some runtimes cannot convert them
+    (OpenVINO has no ImageProjectiveTransformV3 or stateless random ops)."""
+    kept = [layer for layer in cnn.layers if not isinstance(layer, DISTORTIONS)]
+    return keras.Sequential([keras.Input(INPUT_SHAPE, dtype="uint8"), *kept], name=cnn.name)
+
+
 def build_cnn(
     spec: ModelSpec,
     scale: float = 1 / 255,

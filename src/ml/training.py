@@ -98,12 +98,14 @@ def learning_rate(
 def optimizer(params: config.TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr = learning_rate(params, steps_per_epoch)
     momentum = params.ema_momentum
-    ema = {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
+    options = {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
+    if params.weight_decay is not None:  # else each optimizer's default: AdamW's 0.004, none
+        options["weight_decay"] = params.weight_decay
     return {
-        "adam": lambda: keras.optimizers.Adam(lr, **ema),
-        "adamw": lambda: keras.optimizers.AdamW(lr, **ema),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **ema),
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema),
+        "adam": lambda: keras.optimizers.Adam(lr, **options),
+        "adamw": lambda: keras.optimizers.AdamW(lr, **options),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **options),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **options),
     }[params.optimizer]()
 
 
