@@ -23,7 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from common import bootstrap
+
+bootstrap.start(__name__)
+
 import provenance
+from common.errors import PipelineError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inputs.json"
 # The last commit whose train stage fed Keras a tf.data pipeline.
@@ -59,18 +64,23 @@ def time_epochs(tree: Path, epochs: int) -> dict[str, list[float]]:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:  # its output was captured: its last line is the reason
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"training in {tree} failed (exit {out.returncode}): {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def worktree(ref: str, into: Path) -> Path:
     """A checkout of `ref` that reads this tree's processed splits."""
-    subprocess.run(
+    added = subprocess.run(
         ["git", "worktree", "add", "--detach", "-q", str(into), ref],
         cwd=provenance.ROOT,
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if added.returncode != 0:
+        raise PipelineError(f"--baseline {ref}: not a commit here ({added.stderr.strip()})")
     (into / "data").mkdir(exist_ok=True)
     (into / "data" / "processed").symlink_to(provenance.ROOT / "data" / "processed")
     return into
@@ -122,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -144,4 +144,4 @@ def write(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)

@@ -24,12 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from common import bootstrap
+
+bootstrap.start(__name__)
+
+import optuna
 
 import provenance
 from common import paths
+from common.errors import PipelineError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tuned.json"
 STUDY = "bench-tuned"
@@ -42,7 +47,9 @@ def run(clone: Path, *args: str) -> None:
     print(f"--- {' '.join(args)}", flush=True)
     env = {**os.environ, "MNIST_MIRROR": mirror()}
     env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own store, never a team server
-    subprocess.run(args, cwd=clone, env=env, check=True)
+    done = subprocess.run(args, cwd=clone, env=env)
+    if done.returncode != 0:  # its output, shown above, says why
+        raise PipelineError(f"`{' '.join(args)}` failed (exit {done.returncode}): see above")
 
 
 def mirror() -> str:
@@ -124,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bootstrap.run(main)
