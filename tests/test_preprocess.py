@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -62,3 +63,16 @@ def test_preprocess_stage_says_to_fetch_when_raw_data_is_missing(project):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert "train-images-idx3-ubyte.gz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_saved_split_has_no_fields_that_differ_between_python_releases(tmp_path):
+    """A forced zip64 entry's version fields changed in CPython 3.11.4 (45, 20 before): a split
+    saved with them is other bytes on another 3.11, and a fresh clone's dvc.lock changes."""
+    split = data.Split(np.arange(784 * 3, dtype=np.uint8).reshape(3, 28, 28, 1), np.arange(3))
+    data.save_split(tmp_path / "split.npz", split)
+    with zipfile.ZipFile(tmp_path / "split.npz") as archive:
+        for entry in archive.infolist():
+            assert (entry.create_version, entry.extract_version, entry.extra) == (20, 20, b"")
+    loaded = data.load_split(tmp_path / "split.npz")
+    np.testing.assert_array_equal(loaded.x, split.x)
+    np.testing.assert_array_equal(loaded.y, split.y)

@@ -136,13 +136,16 @@ def scaling(train: Split, method: str) -> Scaling:
 
 def save_split(path: Path, split: Split) -> None:
     """np.savez's format, with a fixed time on each entry (savez stamps the clock): the same
-    split is the same bytes, so DVC sees a rerun stage that changed nothing as unchanged."""
+    split is the same bytes, so DVC sees a rerun stage that changed nothing as unchanged.
+    Each entry is written whole (writestr), not streamed with zip64 forced as savez does:
+    CPython 3.11.4 changed the version fields of a forced-zip64 entry, so a fresh clone on
+    another 3.11 release wrote other bytes and changed dvc.lock."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, array in (("x", split.x), ("y", split.y)):
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
-            with archive.open(entry, "w", force_zip64=True) as stream:
-                np.lib.format.write_array(stream, np.asarray(array), allow_pickle=False)
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.asarray(array), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME), npy.getvalue())
     files.write_bytes(path, buffer.getvalue())
 
 
